@@ -1,0 +1,20 @@
+"""nth_dynamics: the finite-width dynamics of deep networks through the Neural
+Tangent Hierarchy (Huang & Yau 2020).
+
+Float64 is switched on at import (every comparison in the project needs it):
+set the environment variable ``NTH_DYNAMICS_X64=0`` before importing to keep
+JAX's float32 default, e.g. for speed on a GPU.
+"""
+
+import os
+
+import jax
+
+if os.environ.get("NTH_DYNAMICS_X64", "1") != "0":
+    jax.config.update("jax_enable_x64", True)
+
+from .networks import FFNet, ResNet, make_ensemble, make_network  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["FFNet", "ResNet", "make_ensemble", "make_network", "__version__"]
