@@ -13,8 +13,25 @@ import jax
 if os.environ.get("NTH_DYNAMICS_X64", "1") != "0":
     jax.config.update("jax_enable_x64", True)
 
+from .hierarchy import SolverError, Trajectory, closed_form_p2, solve_nth  # noqa: E402
+from .kernels import kernel_tower, tower_bytes  # noqa: E402
 from .networks import FFNet, ResNet, make_ensemble, make_network  # noqa: E402
+from .reference import gradient_descent, gradient_flow  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["FFNet", "ResNet", "make_ensemble", "make_network", "__version__"]
+__all__ = [
+    "FFNet",
+    "ResNet",
+    "SolverError",
+    "Trajectory",
+    "__version__",
+    "closed_form_p2",
+    "gradient_descent",
+    "gradient_flow",
+    "kernel_tower",
+    "make_ensemble",
+    "make_network",
+    "solve_nth",
+    "tower_bytes",
+]

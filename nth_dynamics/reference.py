@@ -1,0 +1,180 @@
+"""Reference training of the real network: gradient flow and gradient descent
+on the loss L(θ) = (1/2n) Σ_a (f(x_a; θ) − y_a)² (MATH.md §1).
+
+Only the trained parameters move; both functions save the outputs on the
+evaluation points and the NTK K2 at the save times, so the NTH can be compared
+with the network it describes.
+"""
+
+from __future__ import annotations
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree
+
+from .hierarchy import SOLVERS, Trajectory, _solver, check_solution, solver_stats
+from .kernels import kernel_tower
+from .networks import trained_filter
+
+
+def l2_norm(tree: PyTree) -> Array:
+    """sqrt(Σ x²) over every leaf: the error norm of the reference gradient flow.
+
+    Diffrax's default RMS norm divides by the parameter count, so the error in
+    the outputs would grow like √P·tol with width and hide the small effects
+    the hierarchy predicts (MATH.md §7)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.abs(leaf) ** 2) for leaf in jax.tree.leaves(tree)))
+
+
+def gradient_flow(
+    model: eqx.Module,
+    x_train: Float[Array, "n d"],
+    y_train: Float[Array, " n"],
+    ts: Float[Array, " time"],
+    x_eval: Float[Array, "n_eval d"] | None = None,
+    *,
+    filter_spec: PyTree | None = None,
+    solver: str | diffrax.AbstractSolver = "tsit5",
+    rtol: float = 1e-9,
+    atol: float = 1e-9,
+    max_steps: int = 100_000,
+) -> Trajectory:
+    """Gradient flow dθ/dt = −∇θ L(θ) of the real network, from its current
+    parameters, integrated by Diffrax with the error of the whole trained
+    parameter vector controlled in the L2 norm (:func:`l2_norm`).
+
+    Returns a :class:`~nth_dynamics.hierarchy.Trajectory`: ``f`` (len(ts),
+    N_eval) on ``x_eval`` (default ``x_train``; first n rows = train) and
+    ``ntk`` (len(ts), N_eval, n), the K2 of the trained network at each save.
+    """
+    x_train, y_train, ts = map(jnp.asarray, (x_train, y_train, ts))
+    x_eval = x_train if x_eval is None else jnp.asarray(x_eval)
+    _check_reference_inputs(x_train, y_train, x_eval)
+    if filter_spec is None:
+        filter_spec = trained_filter(model)
+    trajectory = _gradient_flow(
+        model, filter_spec, x_train, y_train, ts, x_eval, _solver(solver), jnp.asarray(rtol), jnp.asarray(atol), max_steps
+    )
+    check_solution(trajectory, "reference gradient-flow")
+    return trajectory
+
+
+@eqx.filter_jit
+def _gradient_flow(model, filter_spec, x_train, y_train, ts, x_eval, solver, rtol, atol, max_steps):
+    params0, static = eqx.partition(model, filter_spec)
+    loss_gradient = jax.grad(_loss_of(static, x_train, y_train))
+
+    def vector_field(t, params, args):
+        return jax.tree.map(jnp.negative, loss_gradient(params))
+
+    def save(t, params, args):
+        return _outputs_and_ntk(eqx.combine(params, static), filter_spec, x_train, x_eval)
+
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field),
+        solver,
+        t0=0.0,
+        t1=ts[-1],
+        dt0=None,
+        y0=params0,
+        saveat=diffrax.SaveAt(ts=ts, fn=save),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, norm=l2_norm),
+        max_steps=max_steps,
+        throw=False,
+    )
+    f, ntk = solution.ys
+    return Trajectory(ts=ts, f=f, ntk=ntk, stats=solver_stats(solution))
+
+
+def gradient_descent(
+    model: eqx.Module,
+    x_train: Float[Array, "n d"],
+    y_train: Float[Array, " n"],
+    lr: float,
+    steps: int,
+    save_every: int,
+    x_eval: Float[Array, "n_eval d"] | None = None,
+    *,
+    filter_spec: PyTree | None = None,
+) -> Trajectory:
+    """Full-batch gradient descent θ ← θ − lr ∇θ L(θ), ``steps`` steps, saving
+    every ``save_every`` steps (and at step 0). The same system as gradient
+    flow sampled at t = k·lr, up to an O(lr) gap that no width removes (MATH.md §1).
+
+    ``ts`` of the result are the gradient-flow times k·lr of the saves.
+    """
+    if not (isinstance(steps, int) and isinstance(save_every, int) and steps >= 0 and save_every >= 1):
+        raise ValueError(f"steps must be an integer ≥ 0 and save_every ≥ 1, got {steps}, {save_every}")
+    if steps % save_every:
+        raise ValueError(f"steps ({steps}) must be a multiple of save_every ({save_every})")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    x_train, y_train = jnp.asarray(x_train), jnp.asarray(y_train)
+    x_eval = x_train if x_eval is None else jnp.asarray(x_eval)
+    _check_reference_inputs(x_train, y_train, x_eval)
+    if filter_spec is None:
+        filter_spec = trained_filter(model)
+    return _gradient_descent(model, filter_spec, x_train, y_train, lr, steps // save_every, save_every, x_eval)
+
+
+@eqx.filter_jit
+def _gradient_descent(model, filter_spec, x_train, y_train, lr, n_saves, save_every, x_eval):
+    params0, static = eqx.partition(model, filter_spec)
+    loss_gradient = jax.grad(_loss_of(static, x_train, y_train))
+
+    def step(params, _):
+        return jax.tree.map(lambda p, g: p - lr * g, params, loss_gradient(params)), None
+
+    def save(params):
+        return _outputs_and_ntk(eqx.combine(params, static), filter_spec, x_train, x_eval)
+
+    def chunk(params, _):
+        params, _ = jax.lax.scan(step, params, None, length=save_every)
+        return params, save(params)
+
+    _, (f, ntk) = jax.lax.scan(chunk, params0, None, length=n_saves)
+    f0, ntk0 = save(params0)
+    ts = lr * save_every * jnp.arange(n_saves + 1, dtype=f0.dtype)
+    no_solver = jnp.asarray(n_saves * save_every)
+    return Trajectory(
+        ts=ts,
+        f=jnp.concatenate([f0[None], f]),
+        ntk=jnp.concatenate([ntk0[None], ntk]),
+        stats={
+            "num_steps": no_solver,
+            "num_accepted_steps": no_solver,
+            "num_rejected_steps": jnp.zeros_like(no_solver),
+            "result": jnp.asarray(0),
+        },
+    )
+
+
+def loss(model: eqx.Module, x_train: Array, y_train: Array) -> Array:
+    """L = (1/2n) Σ_a (f(x_a) − y_a)²."""
+    return jnp.mean((jax.vmap(model)(x_train) - y_train) ** 2) / 2
+
+
+def _loss_of(static, x_train, y_train):
+    def loss_of_params(params):
+        return loss(eqx.combine(params, static), x_train, y_train)
+
+    return loss_of_params
+
+
+def _outputs_and_ntk(model, filter_spec, x_train, x_eval):
+    (ntk,) = kernel_tower(model, x_train, 2, x_eval, filter_spec=filter_spec, batch_size=x_train.shape[0])
+    return jax.vmap(model)(x_eval), ntk
+
+
+def _check_reference_inputs(x_train: Array, y_train: Array, x_eval: Array) -> None:
+    if x_train.ndim != 2 or y_train.shape != (x_train.shape[0],):
+        raise ValueError(
+            f"x_train must have shape (n, d) and y_train (n,), got {x_train.shape} and {y_train.shape}"
+        )
+    if x_eval.ndim != 2 or x_eval.shape[1] != x_train.shape[1]:
+        raise ValueError(f"x_eval must have shape (N_eval, {x_train.shape[1]}), got {x_eval.shape}")
+
+
+__all__ = ["SOLVERS", "gradient_descent", "gradient_flow", "l2_norm", "loss"]
