@@ -17,12 +17,16 @@ from .hierarchy import SolverError, Trajectory, closed_form_p2, solve_nth  # noq
 from .kernels import kernel_tower, tower_bytes  # noqa: E402
 from .networks import FFNet, ResNet, make_ensemble, make_network  # noqa: E402
 from .reference import gradient_descent, gradient_flow  # noqa: E402
+from .scenario import Scenario, ScenarioError, load_scenario  # noqa: E402
+from .sweep import simulate  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FFNet",
     "ResNet",
+    "Scenario",
+    "ScenarioError",
     "SolverError",
     "Trajectory",
     "__version__",
@@ -30,8 +34,10 @@ __all__ = [
     "gradient_descent",
     "gradient_flow",
     "kernel_tower",
+    "load_scenario",
     "make_ensemble",
     "make_network",
+    "simulate",
     "solve_nth",
     "tower_bytes",
 ]

@@ -1,0 +1,372 @@
+"""The output Dataset of a scenario: per-cell datasets, their combination over
+the sweep grid, CF attributes, provenance and atomic netCDF/zarr writing
+(DESIGN.md, "Output Dataset").
+
+Layout of the combined Dataset::
+
+    (swept dims…, width, seed, order, time, point)     f_nth
+    (swept dims…, width, seed, time, point)            f_ref
+    ([n_train,] point)                                 y, point_valid
+
+``point`` runs over the evaluation points, training points first then test
+points, with the coordinate ``split`` ∈ {train, test}. When ``n_train`` is
+swept, the training slots run to the largest n_train and the smaller cells are
+padded with NaN there; ``point_valid`` says which slots hold a point.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import xarray as xr
+
+CELL_DIMS = ("seed", "order", "time", "point", "train_point", "rank")
+
+VARIABLES: dict[str, tuple[str, str]] = {
+    "f_nth": ("network output predicted by the NTH truncated at order p", "1"),
+    "f_ref": ("network output under the reference training", "1"),
+    "y": ("label (training labels include the label noise)", "1"),
+    "point_valid": ("the point slot holds a point of this n_train (else padding)", "1"),
+    "loss_nth": ("training loss (1/2n) sum_a (f_a - y_a)^2 of the truncated NTH", "1"),
+    "loss_ref": ("training loss (1/2n) sum_a (f_a - y_a)^2 of the reference", "1"),
+    "truncation_error": ("truncation error E_p = ||f_ref - f_nth||_2 / sqrt(n) over the training points", "1"),
+    "test_error": ("truncation error ||f_ref - f_nth||_2 / sqrt(n_test) over the test points", "1"),
+    "kernel_magnitude": ("max |K(r)| at initialisation over the training rows", "1"),
+    "lambda_min": ("smallest eigenvalue of the training block of K2 at initialisation", "1"),
+    "ntk_drift_nth": ("max |K2(t) - K2(0)| over the training block, truncated NTH", "1"),
+    "ntk_drift_ref": ("max |K2(t) - K2(0)| over the training block, reference", "1"),
+    "ntk_nth": ("NTK K2(t) of the truncated NTH (eval point, train point)", "1"),
+    "ntk_ref": ("NTK K2(t) of the reference (eval point, train point)", "1"),
+    "nth_num_steps": ("solver steps of the NTH solve", "1"),
+    "nth_num_rejected_steps": ("rejected solver steps of the NTH solve", "1"),
+    "ref_num_steps": ("steps of the reference (solver steps or descent steps)", "1"),
+    "ref_num_rejected_steps": ("rejected solver steps of the reference", "1"),
+}
+"""Variable name → (CF long_name, CF units); "1" is dimensionless."""
+
+COORDINATES: dict[str, tuple[str, str]] = {
+    "width": ("network width m", "1"),
+    "seed": ("network initialisation seed", "1"),
+    "order": ("truncation order p of the NTH", "1"),
+    "time": ("gradient-flow time of the loss (1/2n) sum_a (f_a - y_a)^2", "1"),
+    "point": ("evaluation point: training points first, then test points", "1"),
+    "split": ("whether the point is a training or a test point", "1"),
+    "train_point": ("training point (second index of the NTK)", "1"),
+    "rank": ("order r of the kernel K(r)", "1"),
+    "architecture": ("network architecture", "1"),
+    "activation": ("activation function", "1"),
+    "depth": ("network depth L (hidden layers or residual blocks)", "1"),
+    "gamma": ("residual scale exponent: alpha = depth^(-gamma)", "1"),
+    "alpha": ("residual block scale alpha", "1"),
+    "n_train": ("number of training points n", "1"),
+}
+
+
+def cell_dataset(
+    *,
+    seeds: Sequence[int],
+    orders: Sequence[int],
+    ts: np.ndarray,
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    tower0: Sequence[np.ndarray],
+    f_nth: np.ndarray,
+    ntk_nth: np.ndarray,
+    nth_stats: Mapping[str, np.ndarray],
+    f_ref: np.ndarray,
+    ntk_ref: np.ndarray,
+    ref_stats: Mapping[str, np.ndarray],
+    save_kernels: bool,
+    attrs: Mapping[str, Any],
+) -> xr.Dataset:
+    """The Dataset of one cell, all seeds (dims seed, order, time, point,
+    train_point, rank) with the derived metrics of MATH.md §4 and §7.
+
+    Shapes: ``f_nth`` (seed, order, time, point), ``ntk_nth`` (seed, order,
+    time, point, train_point), ``f_ref`` (seed, time, point), ``ntk_ref``
+    (seed, time, point, train_point), ``tower0[r − 2]`` (seed, point, train_point, …),
+    solver statistics (seed, order) and (seed,).
+    """
+    n = y_train.shape[0]
+    y = np.concatenate([y_train, y_test])
+    train, test = slice(0, n), slice(n, None)
+    difference = f_ref[:, None] - f_nth
+    k0_train = tower0[0][:, train, :]
+    data_vars = {
+        "f_nth": (("seed", "order", "time", "point"), f_nth),
+        "f_ref": (("seed", "time", "point"), f_ref),
+        "y": (("point",), y),
+        "loss_nth": (("seed", "order", "time"), _loss(f_nth[..., train], y_train)),
+        "loss_ref": (("seed", "time"), _loss(f_ref[..., train], y_train)),
+        "truncation_error": (("seed", "order", "time"), _rms(difference[..., train])),
+        "test_error": (("seed", "order", "time"), _rms(difference[..., test])),
+        "kernel_magnitude": (
+            ("seed", "rank"),
+            np.stack([np.abs(k[:, train]).reshape(len(seeds), -1).max(axis=1) for k in tower0], axis=1),
+        ),
+        "lambda_min": (("seed",), np.linalg.eigvalsh(0.5 * (k0_train + np.swapaxes(k0_train, -1, -2)))[:, 0]),
+        "ntk_drift_nth": (("seed", "order", "time"), _drift(ntk_nth[..., train, :], axis_time=2)),
+        "ntk_drift_ref": (("seed", "time"), _drift(ntk_ref[..., train, :], axis_time=1)),
+        "nth_num_steps": (("seed", "order"), nth_stats["num_steps"]),
+        "nth_num_rejected_steps": (("seed", "order"), nth_stats["num_rejected_steps"]),
+        "ref_num_steps": (("seed",), ref_stats["num_steps"]),
+        "ref_num_rejected_steps": (("seed",), ref_stats["num_rejected_steps"]),
+    }
+    if save_kernels:
+        data_vars["ntk_nth"] = (("seed", "order", "time", "point", "train_point"), ntk_nth)
+        data_vars["ntk_ref"] = (("seed", "time", "point", "train_point"), ntk_ref)
+    coords = {
+        "seed": np.asarray(seeds),
+        "order": np.asarray(orders),
+        "time": np.asarray(ts, dtype=np.float64),
+        "point": np.arange(y.shape[0]),
+        "split": ("point", np.array(["train"] * n + ["test"] * y_test.shape[0], dtype="<U5")),
+        "train_point": np.arange(n),
+        "rank": np.arange(2, 2 + len(tower0)),
+    }
+    return annotate(xr.Dataset(data_vars, coords=coords, attrs=dict(attrs)))
+
+
+def _loss(f: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return 0.5 * np.mean((f - y) ** 2, axis=-1)
+
+
+def _rms(difference: np.ndarray) -> np.ndarray:
+    if difference.shape[-1] == 0:
+        return np.full(difference.shape[:-1], np.nan)
+    return np.sqrt(np.mean(difference**2, axis=-1))
+
+
+def _drift(ntk: np.ndarray, axis_time: int) -> np.ndarray:
+    initial = np.take(ntk, [0], axis=axis_time)
+    return np.abs(ntk - initial).max(axis=(-1, -2))
+
+
+def annotate(ds: xr.Dataset) -> xr.Dataset:
+    """Attach CF ``long_name`` and ``units`` to every known variable and coordinate."""
+    for name, (long_name, units) in {**VARIABLES, **COORDINATES}.items():
+        if name in ds.variables:
+            ds[name].attrs.update(long_name=long_name, units=units)
+    return ds
+
+
+def combine(grid: Mapping[str, Sequence], cells: Sequence, cell_datasets: Mapping[str, xr.Dataset]) -> xr.Dataset:
+    """One Dataset over the sweep grid from the datasets of its cells.
+
+    ``grid``: dimension → values, outermost first, width last (from
+    :meth:`Scenario.grid`); ``cells``: the :class:`~nth_dynamics.scenario.Cell`
+    of every grid point; ``cell_datasets``: cell id → :func:`cell_dataset`.
+    Point dimensions are padded with NaN up to the largest n_train.
+    """
+    grid_dims = tuple(grid)
+    grid_shape = tuple(len(v) for v in grid.values())
+    first = cell_datasets[cells[0].id]
+    n_test = int((first["split"] == "test").sum())
+    n_max = max(ds.sizes["train_point"] for ds in cell_datasets.values())
+
+    def slots(ds: xr.Dataset) -> np.ndarray:
+        n = ds.sizes["train_point"]
+        return np.concatenate([np.arange(n), n_max + np.arange(ds.sizes["point"] - n)])
+
+    def sizes(dims: Sequence[str]) -> tuple[int, ...]:
+        full = {"point": n_max + n_test, "train_point": n_max}
+        return tuple(full.get(d, first.sizes[d]) for d in dims)
+
+    data_vars = {}
+    for name, variable in first.data_vars.items():
+        if name == "y":
+            continue
+        dims = grid_dims + variable.dims
+        padded = "point" in variable.dims or "train_point" in variable.dims
+        dtype = np.result_type(variable.dtype, np.float32) if padded else variable.dtype  # NaN-able
+        values = np.full(grid_shape + sizes(variable.dims), np.nan if padded else 0, dtype=dtype)
+        for cell in cells:
+            position = tuple(grid[d].index(cell.coords[d]) for d in grid_dims)
+            source = cell_datasets[cell.id]
+            index = [slots(source) if d == "point" else np.arange(source.sizes[d]) for d in variable.dims]
+            values[position][np.ix_(*index)] = source[name].values
+        data_vars[name] = (dims, values)
+
+    label_dims = ("n_train",) if "n_train" in grid else ()
+    label_shape = (len(grid["n_train"]),) if label_dims else ()
+    y = np.full(label_shape + (n_max + n_test,), np.nan)
+    valid = np.zeros(label_shape + (n_max + n_test,), dtype=bool)
+    for cell in cells:
+        ds = cell_datasets[cell.id]
+        at = (grid["n_train"].index(cell.coords["n_train"]),) if label_dims else ()
+        y[at + (slots(ds),)] = ds.y.values
+        valid[at + (slots(ds),)] = True
+    data_vars["y"] = (label_dims + ("point",), y)
+    data_vars["point_valid"] = (label_dims + ("point",), valid)
+
+    coords = {dim: np.asarray(values) for dim, values in grid.items()}
+    coords.update(
+        seed=first["seed"].values,
+        order=first["order"].values,
+        time=first["time"].values,
+        point=np.arange(n_max + n_test),
+        split=("point", np.array(["train"] * n_max + ["test"] * n_test, dtype="<U5")),
+        train_point=np.arange(n_max),
+        rank=first["rank"].values,
+    )
+    return annotate(xr.Dataset(data_vars, coords=coords))
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def provenance(scenario, *, stage_times: Mapping[str, Any], cells: Sequence[Mapping[str, Any]], command: str | None = None) -> dict[str, Any]:
+    """Global attributes (CF-1.10 and the project's provenance); everything
+    structured is a JSON string, as netCDF attributes cannot hold mappings."""
+    from . import __version__
+
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    what = command or f"nth_dynamics.simulate(scenario {scenario.name!r})"
+    return {
+        "Conventions": "CF-1.10",
+        "title": scenario.description.strip() or f"nth_dynamics scenario {scenario.name}",
+        "source": f"nth_dynamics {__version__}",
+        "history": f"{now}: {what}",
+        "scenario": scenario.to_json(),
+        "scenario_yaml": scenario.yaml_text,
+        "scenario_source": str(scenario.source),
+        "scenario_overrides": json.dumps(list(scenario.overrides)),
+        "package_versions": json.dumps(package_versions(), sort_keys=True),
+        "git_commit": git_commit(),
+        "jax_enable_x64": int(bool(jax.config.jax_enable_x64)),
+        "device": describe_device(),
+        "stage_wall_times": json.dumps(stage_times, sort_keys=True),
+        "cells": json.dumps(list(cells)),
+    }
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("nth_dynamics", "jax", "jaxlib", "diffrax", "equinox", "numpy", "scipy", "xarray", "h5netcdf", "h5py", "zarr", "pydantic", "scikit-learn"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def git_commit() -> str:
+    """The commit of the source tree of this package, or "unknown" (not a git
+    checkout, or git missing); "+dirty" when it has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "nth_dynamics"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}+dirty" if status else commit or "unknown"
+
+
+def describe_device() -> str:
+    device = jax.devices()[0]
+    return f"{device.platform}: {getattr(device, 'device_kind', device)} ×{jax.device_count()}"
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """"zarr" for a path ending in .zarr, else "netcdf"."""
+    return "zarr" if Path(path).suffix == ".zarr" else "netcdf"
+
+
+def write_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to ``path`` atomically: into a temporary name in the same
+    directory, then renamed over ``path``. A crash never leaves a partial file
+    under the final name. netCDF (h5netcdf engine) or zarr, from the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if output_format(path) == "zarr":
+        _write_zarr(ds, path)
+    else:
+        _write_netcdf(ds, path)
+    return path
+
+
+def _write_netcdf(ds: xr.Dataset, path: Path) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(descriptor)
+    try:
+        ds.to_netcdf(temporary, engine="h5netcdf", encoding=_compression(ds))
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _write_zarr(ds: xr.Dataset, path: Path) -> None:
+    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        ds.to_zarr(temporary, mode="w", zarr_format=2)
+        os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp makes it private
+        if path.exists():
+            # a directory cannot be replaced in one rename: move the old one aside first
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", suffix=".tmp", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(temporary, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _compression(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    return {
+        name: {"zlib": True, "complevel": 4}
+        for name, variable in ds.data_vars.items()
+        if variable.dtype.kind == "f" and variable.size > 1024
+    }
+
+
+def read_dataset(path: str | os.PathLike) -> xr.Dataset:
+    """Load a written result fully into memory (and close the file)."""
+    path = Path(path)
+    engine = "zarr" if output_format(path) == "zarr" else "h5netcdf"
+    with xr.open_dataset(path, engine=engine) as ds:
+        return ds.load()
+
+
+__all__ = [
+    "COORDINATES",
+    "VARIABLES",
+    "annotate",
+    "cell_dataset",
+    "combine",
+    "provenance",
+    "read_dataset",
+    "write_dataset",
+]

@@ -1,0 +1,379 @@
+"""Running a scenario: the cells of its sweep grid, each a pure function of
+its spec, then one combined Dataset (DESIGN.md, "The one path data takes").
+
+A cell runs every seed of one grid point as one vmapped computation, stage by
+stage (tower → NTH for each order → reference), each stage one
+``eqx.filter_jit`` that compiles once per cell shape, never per seed.
+Finished cells can be cached on disk (``cache_dir``): an interrupted sweep
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from .data import make_data
+from .hierarchy import SolverError, check_solution, solve_nth
+from .kernels import kernel_tower, tower_bytes
+from .networks import make_ensemble, make_network
+from .reference import gradient_descent, gradient_flow
+from .results import annotate, cell_dataset, combine, provenance, read_dataset, write_dataset
+from .scenario import SWEEP_DIMS, Cell, Scenario, ScenarioError, save_times
+
+DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
+
+SOLVER_STAGES = {"tsit5": 7, "dopri5": 7, "dopri8": 13, "heun": 2, "bosh3": 4, "kvaerno5": 7}
+"""Vector-field evaluations kept per step (the memory of a Runge–Kutta step)."""
+IMPLICIT_SOLVERS = {"kvaerno5"}
+
+FLOPS_PER_SECOND = 2e9
+"""Assumed sustained throughput of the rough time estimate (one CPU core)."""
+COMPILE_SECONDS = 5.0
+"""Assumed compilation time of one stage (dominant for small cells)."""
+
+
+class Progress:
+    """What the sweep reports while it runs. The base class reports nothing
+    (``--quiet``); :class:`nth_dynamics.cli.RichProgress` draws it."""
+
+    def start(self, total: int) -> None: ...
+
+    def cell(self, index: int, cell: Cell, cached: bool) -> None: ...
+
+    def stage(self, name: str) -> None: ...
+
+    def cell_done(self, cell: Cell, seconds: float) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def simulate(
+    scenario: Scenario,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    command: str | None = None,
+) -> xr.Dataset:
+    """Run every cell of ``scenario`` and combine them into one Dataset.
+
+    Args:
+        scenario: from :func:`~nth_dynamics.load_scenario`.
+        cache_dir: if given, each finished cell is written there as
+            ``<cell id>.nc`` (atomically) and cells already there are read
+            instead of run, so an interrupted sweep resumes.
+        progress: a :class:`Progress` display (default: none).
+        command: how the run was started, for the ``history`` attribute.
+
+    Raises:
+        ScenarioError: a cell's memory estimate exceeds the scenario's
+            ``memory_budget_gb`` (checked for every cell before any runs).
+        SolverError: an ODE solve failed.
+    """
+    progress = progress or Progress()
+    cells = scenario.cells()
+    unique = list({cell.id: cell for cell in cells}.values())
+    estimates = {cell.id: estimate_cell(cell) for cell in unique}
+    check_budget(scenario, unique, estimates)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    datasets: dict[str, xr.Dataset] = {}
+    progress.start(len(unique))
+    try:
+        for index, cell in enumerate(unique, start=1):
+            cached = cache / f"{cell.id}.nc" if cache else None
+            progress.cell(index, cell, cached is not None and cached.exists())
+            if cached is not None and cached.exists():
+                datasets[cell.id] = read_dataset(cached)
+                continue
+            started = time.perf_counter()
+            datasets[cell.id] = run_cell(cell, on_stage=progress.stage)
+            progress.cell_done(cell, time.perf_counter() - started)
+            if cached is not None:
+                write_dataset(datasets[cell.id], cached)
+    finally:
+        progress.finish()
+    ds = combine(scenario.grid(), cells, datasets)
+    stage_times = _stage_times(datasets)
+    summaries = [
+        {"cell_id": cell.id, **cell.coords, "memory_bytes": estimates[cell.id]["bytes"],
+         "stage_wall_times": json.loads(datasets[cell.id].attrs["stage_wall_times"])}
+        for cell in unique
+    ]
+    ds.attrs.update(provenance(scenario, stage_times=stage_times, cells=summaries, command=command))
+    _add_scalar_coordinates(ds, scenario)
+    return ds
+
+
+def _stage_times(datasets: Mapping[str, xr.Dataset]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for ds in datasets.values():
+        for stage, seconds in json.loads(ds.attrs["stage_wall_times"]).items():
+            key = "nth" if stage.startswith("NTH") else stage
+            totals[key] = round(totals.get(key, 0.0) + seconds, 3)
+    return totals
+
+
+def _add_scalar_coordinates(ds: xr.Dataset, scenario: Scenario) -> None:
+    """Unswept grid fields as scalar coordinates: ``ds.depth`` always answers."""
+    for dim, field in SWEEP_DIMS.items():
+        values = scenario.field(field)
+        if dim not in ds.dims and values is not None:
+            ds.coords[dim] = values[0]
+    annotate(ds)
+
+
+# ----------------------------------------------------------------------------- one cell
+
+
+def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None) -> xr.Dataset:
+    """Run one cell: every seed of one grid point (a pure function of ``cell.spec``)."""
+    spec = cell.spec
+    dtype = DTYPES[spec["precision"]]
+    network, hierarchy, reference = spec["network"], spec["hierarchy"], spec["reference"]
+    wall: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(name: str) -> Iterator[None]:
+        on_stage(name)
+        started = time.perf_counter()
+        yield
+        wall[name] = round(time.perf_counter() - started, 3)
+
+    with stage("data"):
+        data = make_data(spec["data"], data_key(spec["data"]["seed"]), dtype)
+        ensemble = make_ensemble(
+            network["architecture"], spec["data"]["d"], network["width"], network["depth"],
+            network_keys(spec["seeds"]), **network_options(network), dtype=dtype,
+        )
+        x_eval = data.x_eval
+        ts = jnp.asarray(save_times(spec["time"], reference), dtype)
+    orders = hierarchy["orders"]
+    batch_size = estimate_cell(cell)["batch_size"]
+    with stage("tower"):
+        tower, f0 = jax.block_until_ready(_initial_tower(ensemble, data.x_train, x_eval, max(orders), batch_size))
+    nth = []
+    for p in orders:
+        with stage(f"NTH p={p}"):
+            trajectory = jax.block_until_ready(
+                _solve_nth_batch(
+                    tower[: p - 1], f0, data.y_train, ts,
+                    hierarchy["solver"], hierarchy["rtol"], hierarchy["atol"], hierarchy["max_steps"],
+                )
+            )
+            _check(trajectory, f"NTH p={p}", cell)
+            nth.append(trajectory)
+    with stage("reference"):
+        if reference["method"] == "gradient_descent":
+            steps = round(spec["time"]["t1"] / reference["lr"])
+            save_every = steps // (spec["time"]["n_saves"] - 1)
+            ref = _gradient_descent_batch(ensemble, data.x_train, data.y_train, reference["lr"], steps, save_every, x_eval)
+        else:
+            ref = _gradient_flow_batch(
+                ensemble, data.x_train, data.y_train, ts, x_eval,
+                reference["solver"], reference["rtol"], reference["atol"], reference["max_steps"],
+            )
+        ref = jax.block_until_ready(ref)
+        _check(ref, "reference", cell)
+
+    def stack(name: str, key: str | None = None) -> np.ndarray:
+        parts = [t.stats[key] if key else getattr(t, name) for t in nth]
+        return np.stack([np.asarray(part) for part in parts], axis=1)
+
+    return cell_dataset(
+        seeds=spec["seeds"],
+        orders=orders,
+        ts=np.asarray(ts),
+        y_train=np.asarray(data.y_train),
+        y_test=np.asarray(data.y_test),
+        tower0=[np.asarray(k) for k in tower],
+        f_nth=stack("f"),
+        ntk_nth=stack("ntk"),
+        nth_stats={key: stack("", key) for key in ("num_steps", "num_rejected_steps")},
+        f_ref=np.asarray(ref.f),
+        ntk_ref=np.asarray(ref.ntk),
+        ref_stats={key: np.asarray(ref.stats[key]) for key in ("num_steps", "num_rejected_steps")},
+        save_kernels=spec["save_kernels"],
+        attrs={"cell_id": cell.id, "cell_spec": json.dumps(spec, sort_keys=True), "stage_wall_times": json.dumps(wall)},
+    )
+
+
+def data_key(seed: int) -> jax.Array:
+    """PRNG key of the data: independent of the network keys of the same seed."""
+    return jax.random.fold_in(jax.random.key(seed), 0xDA7A)
+
+
+def network_keys(seeds: Sequence[int]) -> jax.Array:
+    """One PRNG key per network seed, stacked (the ensemble axis)."""
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 1))(jnp.asarray(seeds))
+
+
+def network_options(network: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword options of :func:`~nth_dynamics.networks.make_network` from a cell's network spec."""
+    options = {key: network[key] for key in ("activation", "readout") if key in network}
+    options["trained"] = list(network["trained"])
+    if network["architecture"] == "resnet":
+        options.update(alpha=network["alpha"], branch=network["branch"])
+    return options
+
+
+def _check(trajectory, what: str, cell: Cell) -> None:
+    try:
+        check_solution(trajectory, what)
+    except SolverError as error:
+        raise SolverError(f"cell {cell.id} ({cell.label()}): {error}") from None
+
+
+@eqx.filter_jit
+def _initial_tower(ensemble, x_train, x_eval, order: int, batch_size: int):
+    def one(model):
+        return kernel_tower(model, x_train, order, x_eval, batch_size=batch_size), jax.vmap(model)(x_eval)
+
+    return eqx.filter_vmap(one)(ensemble)
+
+
+@eqx.filter_jit
+def _solve_nth_batch(tower, f0, y_train, ts, solver: str, rtol: float, atol: float, max_steps: int):
+    def one(kernels, f):
+        return solve_nth(kernels, f, y_train, ts, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps)
+
+    return eqx.filter_vmap(one)(tower, f0)
+
+
+@eqx.filter_jit
+def _gradient_flow_batch(ensemble, x_train, y_train, ts, x_eval, solver: str, rtol: float, atol: float, max_steps: int):
+    def one(model):
+        return gradient_flow(
+            model, x_train, y_train, ts, x_eval, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps
+        )
+
+    return eqx.filter_vmap(one)(ensemble)
+
+
+@eqx.filter_jit
+def _gradient_descent_batch(ensemble, x_train, y_train, lr: float, steps: int, save_every: int, x_eval):
+    return eqx.filter_vmap(lambda model: gradient_descent(model, x_train, y_train, lr, steps, save_every, x_eval))(
+        ensemble
+    )
+
+
+# ----------------------------------------------------------------------------- estimates
+
+
+def estimate_cell(cell: Cell) -> dict[str, Any]:
+    """Rough peak memory (bytes) and run time (seconds) of a cell, before
+    allocating anything, and the direction chunk (``batch_size``) of its
+    kernel tower.
+
+    Memory: the solver state ((stages + 3) copies of the NTH state, or of the
+    trained parameters for the reference), the saved trajectories and the
+    parameters, plus the kernel tower (:func:`~nth_dynamics.kernels.tower_bytes`)
+    with the largest direction chunk that fits what the rest leaves of
+    ``memory_budget_gb``; all × seeds, which run as one vmapped batch.
+    """
+    spec = cell.spec
+    network, hierarchy, reference = spec["network"], spec["hierarchy"], spec["reference"]
+    itemsize = 8 if spec["precision"] == "float64" else 4
+    seeds = len(spec["seeds"])
+    n, n_eval = spec["data"]["n_train"], spec["data"]["n_train"] + spec["data"]["n_test"]
+    p_max, orders = max(hierarchy["orders"]), hierarchy["orders"]
+    n_saves = spec["time"]["n_saves"]
+    n_params, n_trained = parameter_counts(network, spec["data"]["d"])
+    activations = 2 * network["width"] * (network["depth"] + 1)
+
+    state = n_eval * sum(n ** (r - 1) for r in range(1, p_max))  # f, K2, …, K(p−1)
+    nth_solver = _solver_copies(hierarchy["solver"], state) * itemsize
+    if reference["method"] == "gradient_descent":
+        ref_solver = 2 * n_trained * itemsize
+    else:
+        ref_solver = _solver_copies(reference["solver"], n_trained) * itemsize
+    ref_ntk = tower_bytes(n_eval, n, 2, n_trained, activations=activations, itemsize=itemsize)
+    saved = (len(orders) + 1) * n_saves * n_eval * (1 + n) * itemsize
+    parts = {
+        "nth_solver": seeds * nth_solver,
+        "reference": seeds * (ref_solver + ref_ntk),
+        "saved": seeds * saved,
+        "parameters": seeds * 3 * n_params * itemsize,
+    }
+    rest = max(parts["nth_solver"], parts["reference"]) + parts["saved"] + parts["parameters"]
+    share = (spec["memory_budget_gb"] * 1e9 - rest) / seeds  # what one model's tower may use
+
+    def tower(batch: int) -> int:
+        return tower_bytes(n_eval, n, p_max, n_trained, activations=activations, batch_size=batch, itemsize=itemsize)
+
+    batch = next((b for b in range(n, 0, -1) if tower(b) <= share), 1)
+    parts["tower"] = seeds * tower(batch)
+    total = parts["tower"] + rest
+    return {"bytes": int(total), "parts": parts, "seconds": _seconds(spec, n, n_eval, n_trained), "batch_size": batch}
+
+
+def parameter_counts(network: Mapping[str, Any], d: int) -> tuple[int, int]:
+    """(all parameters, trained parameters) of one network, from shapes only."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shapes = jax.eval_shape(
+            lambda key: make_network(
+                network["architecture"], d, network["width"], network["depth"], key=key, **network_options(network)
+            ),
+            jax.random.key(0),
+        )
+    leaves = jax.tree.leaves(shapes)
+    flags = jax.tree.leaves(shapes.trained_filter())
+    sizes = [math.prod(leaf.shape) for leaf in leaves]
+    trained = sum(size for size, flag in zip(sizes, flags) if flag)
+    return sum(sizes), trained
+
+
+def _solver_copies(solver: str, state: int) -> int:
+    copies = (SOLVER_STAGES.get(solver, 7) + 3) * state
+    return copies + state**2 if solver in IMPLICIT_SOLVERS else copies
+
+
+def _seconds(spec: Mapping[str, Any], n: int, n_eval: int, n_trained: int) -> float:
+    """Very rough: each tower level costs ~3 JVPs per direction of the one
+    below; the solves assume ~100 steps; plus compilation per stage."""
+    seeds = len(spec["seeds"])
+    orders = spec["hierarchy"]["orders"]
+    k2 = 6.0 * n_eval * n * n_trained
+    tower = sum(k2 * (3 * n) ** (r - 2) for r in range(2, max(orders) + 1))
+    state = n_eval * sum(n ** (r - 1) for r in range(1, max(orders) + 1))
+    nth = len(orders) * 100 * 7 * 2 * state * n
+    reference = 100 * 7 * 6 * n * n_trained + spec["time"]["n_saves"] * k2
+    flops = seeds * (tower + nth + reference)
+    return flops / FLOPS_PER_SECOND + COMPILE_SECONDS * (len(orders) + 2)
+
+
+def check_budget(scenario: Scenario, cells: Sequence[Cell], estimates: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse the scenario if a cell's memory estimate exceeds its budget."""
+    budget = scenario.memory_budget_gb * 1e9
+    for cell in cells:
+        estimate = estimates[cell.id]
+        if estimate["bytes"] > budget:
+            largest = max(estimate["parts"], key=estimate["parts"].get)
+            lower = {
+                "tower": "data.n_train, hierarchy.orders or the number of seeds",
+                "nth_solver": "hierarchy.orders, data.n_train or the number of seeds",
+                "reference": "network.width, data.n_train or the number of seeds",
+                "saved": "time.n_saves, data.n_test or the number of seeds",
+                "parameters": "network.width, network.depth or the number of seeds",
+            }[largest]
+            raise ScenarioError(
+                f"{scenario.source}: memory_budget_gb: cell {cell.id} ({cell.label()}, {len(cell.spec['seeds'])} seeds) "
+                f"needs ≈ {estimate['bytes'] / 1e9:.3g} GB (mostly {largest}), above the budget of "
+                f"{scenario.memory_budget_gb:g} GB; allowed: lower {lower}, or raise memory_budget_gb"
+            )
+
+
+__all__ = ["Progress", "estimate_cell", "run_cell", "simulate"]

@@ -1,0 +1,225 @@
+"""The command line and the simulate pipeline, end to end on a tiny scenario
+with the real kernel tower, hierarchy and reference."""
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import nth_dynamics as nd
+from nth_dynamics import sweep
+from nth_dynamics.cli import main
+
+TINY = """\
+name: tiny
+seed: [0, 1]
+data: {kind: sphere, n_train: 3, n_test: 1}
+network: {width: [4, 6], depth: 1}
+hierarchy: {orders: [2, 3]}
+reference: {method: gradient_descent, lr: 0.125}
+time: {t1: 0.5, n_saves: 3}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny scenario simulated once through the CLI: (scenario path, result path)."""
+    directory = tmp_path_factory.mktemp("tiny")
+    scenario = directory / "tiny.yaml"
+    scenario.write_text(TINY)
+    result = directory / "out" / "tiny.nc"
+    assert main(["simulate", str(scenario), "-o", str(result), "--quiet"]) == 0
+    return scenario, result
+
+
+def test_simulate_writes_the_dataset_of_the_design(tiny):
+    scenario, result = tiny
+    assert result.exists() and not Path(str(result) + ".cells").exists()
+    with xr.open_dataset(result) as ds:
+        assert ds.f_nth.dims == ("width", "seed", "order", "time", "point")
+        assert ds.f_ref.dims == ("width", "seed", "time", "point")
+        assert ds.truncation_error.dims == ("width", "seed", "order", "time")
+        assert ds.kernel_magnitude.dims == ("width", "seed", "rank")
+        assert ds.lambda_min.dims == ("width", "seed")
+        assert list(ds.width.values) == [4, 6] and list(ds.order.values) == [2, 3]
+        assert list(ds.split.values) == ["train"] * 3 + ["test"]
+        assert np.allclose(ds.time, [0, 0.25, 0.5])
+        assert json.loads(ds.attrs["scenario"])["network"]["width"] == [4, 6]
+        assert ds.attrs["scenario_yaml"] == TINY
+        assert ds.attrs["Conventions"] == "CF-1.10" and ds.attrs["jax_enable_x64"] == 1
+        assert set(json.loads(ds.attrs["stage_wall_times"])) >= {"tower", "nth", "reference"}
+        assert "simulate" in ds.attrs["history"]
+        for name, variable in ds.variables.items():
+            assert "long_name" in variable.attrs and "units" in variable.attrs, name
+
+
+def test_the_nth_and_the_network_start_together_and_stay_close(tiny):
+    _, result = tiny
+    with xr.open_dataset(result) as ds:
+        assert float(abs(ds.f_nth.isel(time=0) - ds.f_ref.isel(time=0)).max()) < 1e-12
+        assert float(ds.truncation_error.isel(time=0).max()) < 1e-12
+        assert bool(ds.truncation_error.notnull().all())
+        assert float(ds.truncation_error.max()) < 0.5
+        assert bool((ds.lambda_min > -1e-10).all())
+
+
+def test_the_gradient_flow_reference_runs_through_the_pipeline(tiny):
+    scenario = nd.load_scenario(tiny[0], ["reference={method: gradient_flow}", "network.width=4"])
+    ds = nd.simulate(scenario)
+    assert json.loads(ds.attrs["scenario"])["reference"]["method"] == "gradient_flow"
+    assert float(abs(ds.f_nth.isel(time=0) - ds.f_ref.isel(time=0)).max()) < 1e-12
+    assert 0 < float(ds.truncation_error.isel(time=-1).max()) < 0.5
+    assert bool((ds.ref_num_steps > 0).all())
+
+
+def test_an_interrupted_sweep_resumes_from_its_finished_cells(tiny, tmp_path, monkeypatch):
+    scenario_path, result = tiny
+    scenario = nd.load_scenario(scenario_path)
+    cache = tmp_path / "tiny.nc.cells"
+
+    class InterruptSecondCell(sweep.Progress):
+        def cell(self, index, cell, cached):
+            if index == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        nd.simulate(scenario, cache_dir=cache, progress=InterruptSecondCell())
+    assert len(list(cache.glob("*.nc"))) == 1
+
+    ran = []
+    real_run_cell = sweep.run_cell
+    monkeypatch.setattr(sweep, "run_cell", lambda cell, **kw: ran.append(cell.id) or real_run_cell(cell, **kw))
+    resumed = nd.simulate(scenario, cache_dir=cache)
+    assert ran == [scenario.cells()[1].id]
+    with xr.open_dataset(result) as complete:
+        xr.testing.assert_allclose(resumed.drop_attrs(), complete.drop_attrs(), rtol=1e-12, atol=1e-14)
+
+
+def test_simulate_refuses_a_cell_above_the_memory_budget_before_running(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sweep, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
+    path = tmp_path / "big.yaml"
+    path.write_text(TINY + "memory_budget_gb: 1.0e-7\n")
+    assert main(["simulate", str(path), "-o", str(tmp_path / "big.nc"), "--quiet"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and "memory_budget_gb" in message and "lower" in message
+    assert not (tmp_path / "big.nc").exists()
+
+
+CLI_BAD_INPUTS = [
+    # (file content or None for a missing file, extra arguments, fragment of the message)
+    (None, [], "no such scenario file"),
+    ("network: {width: [8, 16}", [], "YAML syntax error"),
+    ("network: {widht: 8}", [], "network.widht: unknown key; did you mean 'width'"),
+    ("hierarchy: {orders: [2, 3, 8]}", [], "hierarchy.orders[2]: got 8"),
+    ("hierarchy: {orders: [1]}", [], "hierarchy.orders[0]: got 1"),
+    ("network: {activation: sigmoid}", [], "network.activation: got 'sigmoid', allowed: 'tanh'"),
+    ("data: {kind: cifar}", [], "data.kind: got 'cifar', allowed: sphere, teacher, digits, file"),
+    ("data: {kind: file, path: missing.npz}", [], "data.path"),
+    ("network: {width: 8.5}", [], "network.width: got 8.5"),
+    ("time: {spacing: quadratic}", [], "time.spacing: got 'quadratic'"),
+    ("hierarchy: {rtol: -1.0}", [], "hierarchy.rtol: got -1.0"),
+    ("data: {n_test: -2}", [], "data.n_test: got -2"),
+    ("", ["--set", "network.depth"], "not of the form key=value"),
+    ("", ["--set", "hierarchy.ordrs=[2]"], "hierarchy.ordrs: unknown key; did you mean 'orders'"),
+    ("", ["--set", "network.width=[8, 16"], "not valid YAML"),
+    ("memory_budget_gb: 1.0e-7", [], "memory_budget_gb: cell"),
+]
+
+
+@pytest.mark.parametrize("content, extra, fragment", CLI_BAD_INPUTS, ids=[c[2][:30] for c in CLI_BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, capsys, content, extra, fragment):
+    path = tmp_path / "scenario.yaml"
+    if content is not None:
+        path.write_text(content)
+    assert main(["validate", str(path), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert err.startswith(f"error: {path}: ") and fragment in err, err
+    assert "Traceback" not in err
+
+
+def test_a_failed_solve_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
+    def fail(cell, **kwargs):
+        raise nd.SolverError(f"cell {cell.id}: NTH p=2 solver stopped after 1 steps")
+
+    monkeypatch.setattr(sweep, "run_cell", fail)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    assert main(["simulate", str(path), "-o", str(tmp_path / "tiny.nc"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}: cell ") and "\n" not in err
+
+
+def test_an_interrupt_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    def interrupt(cell, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "run_cell", interrupt)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    assert main(["simulate", str(path), "-o", str(tmp_path / "tiny.nc"), "--quiet"]) == 130
+    assert "resumes" in capsys.readouterr().err
+
+
+def test_bad_output_suffix_from_the_command_line(tmp_path, capsys):
+    path = tmp_path / "scenario.yaml"
+    path.write_text(TINY)
+    assert main(["simulate", str(path), "-o", str(tmp_path / "out.csv"), "--quiet"]) == 2
+    assert "output.path: got" in capsys.readouterr().err
+
+
+def test_the_module_entry_point_reports_bad_input_in_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("network:\n  activaton: tanh\n")
+    done = subprocess.run([sys.executable, "-m", "nth_dynamics", "validate", str(path)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"error: {path}: network.activaton: unknown key; did you mean 'activation'? (allowed keys: architecture, "
+        "width, depth, activation, alpha, gamma, branch, readout, trained)"
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["simulate"], ["validate"], ["report"]])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_validate_prints_the_resolved_scenario_and_estimates(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    assert main(["validate", str(path), "--set", "network.width=[4, 6, 8]"]) == 0
+    out = capsys.readouterr().out
+    assert "rtol: 1.0e-09" in out  # defaults filled in
+    scenario = nd.load_scenario(path, ["network.width=[4, 6, 8]"])
+    for cell in scenario.cells():
+        assert cell.id in out
+    assert "memory" in out and "time" in out
+
+
+def test_report_needs_an_existing_result(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "absent.nc")]) == 2
+    assert "no such result file" in capsys.readouterr().err
+
+
+def test_report_without_the_plots_module_fails_cleanly(tiny, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "nth_dynamics.plots", None)
+    assert main(["report", str(tiny[1])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the report command needs nth_dynamics.plots.write_report") and "\n" not in err
+
+
+def test_report_calls_write_report(tiny, tmp_path, monkeypatch):
+    calls = []
+    fake = types.ModuleType("nth_dynamics.plots")
+    fake.write_report = lambda result, out_dir: calls.append((Path(result), Path(out_dir)))
+    monkeypatch.setitem(sys.modules, "nth_dynamics.plots", fake)
+    assert main(["report", str(tiny[1]), "-o", str(tmp_path / "figures")]) == 0
+    assert calls == [(tiny[1], tmp_path / "figures")]
