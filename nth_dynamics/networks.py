@@ -20,10 +20,11 @@ Which parameters are trained changes every kernel: it is part of the model.
 
 from __future__ import annotations
 
+import abc
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
 import equinox as eqx
 import jax
@@ -73,9 +74,46 @@ def _check_activation(name: str) -> None:
         )
 
 
+class Perturbation(NamedTuple):
+    """Parameters moved along outer-product directions: θ + Σ_k eps_k g_k,
+    each g_k given for every trained matrix by factors (U_k, V_k) with
+    g_k = U_k V_kᵀ (and by U_k alone for the readout vector ``a``).
+
+    The gradient of a network output with respect to a weight matrix is an
+    outer product (backpropagated signal ⊗ layer input), so the directions
+    g_b = ∇θ f(x_b) of the kernel tower never need to be formed as
+    parameter-sized arrays: moving ``W`` along ``u vᵀ`` changes ``W h`` by
+    ``u (v · h)``. Most users will not need this: :func:`kernel_tower` uses it.
+    """
+
+    eps: Float[Array, " k"]
+    factors: dict[str, tuple[Array, Array | None]]
+    """field → (U, V) with a leading axis k; V is None for vectors."""
+
+    def add(self, eps: Array, factors: dict[str, tuple[Array, Array | None]]) -> Perturbation:
+        """One more direction, with its factors as :meth:`AbstractNetwork.gradient_factors` gives them."""
+        def stack(old, new):
+            return None if new is None else jnp.concatenate([old, new[None]])
+
+        return Perturbation(
+            jnp.concatenate([self.eps, jnp.reshape(eps, (1,))]),
+            {field: (stack(self.factors[field][0], u), stack(self.factors[field][1], v))
+             for field, (u, v) in factors.items()},
+        )
+
+    @staticmethod
+    def along(eps: Array, factors: dict[str, tuple[Array, Array | None]]) -> Perturbation:
+        """The first direction."""
+        return Perturbation(
+            jnp.reshape(eps, (1,)),
+            {field: (u[None], None if v is None else v[None]) for field, (u, v) in factors.items()},
+        )
+
+
 class AbstractNetwork(eqx.Module):
     """What every network of the project provides: a scalar ``f(x)`` for one
-    input ``x`` of shape ``(d,)``, and the filter of its trained parameters."""
+    input ``x`` of shape ``(d,)``, the filter of its trained parameters, and
+    its gradient in outer-product form (:meth:`gradient_factors`)."""
 
     activation: eqx.AbstractVar[str]
     readout: eqx.AbstractVar[str]
@@ -83,20 +121,57 @@ class AbstractNetwork(eqx.Module):
     groups: ClassVar[dict[str, tuple[str, ...]]]
     """Parameter group → names of the fields that belong to it."""
 
+    def __call__(self, x: Float[Array, " d"]) -> Float[Array, ""]:
+        _check_input(x, self.input_dim)
+        return self.forward(x)[0]
+
+    @abc.abstractmethod
+    def forward(
+        self, x: Float[Array, " d"], perturbation: Perturbation | None = None, probes: dict | None = None
+    ) -> tuple[Float[Array, ""], dict[str, Array]]:
+        """f(x) at the parameters moved by ``perturbation``, and the scaled
+        input of every dense layer (field → v, so that ∂f/∂M = u vᵀ with u the
+        gradient at that layer's output, where ``probes`` are added)."""
+
     def sigma(self, u: Array) -> Array:
         return ACTIVATIONS[self.activation](u)
 
-    def output(self, h_last: Float[Array, " width"]) -> Float[Array, ""]:
+    def output(
+        self, h_last: Float[Array, " width"], perturbation: Perturbation | None
+    ) -> tuple[Float[Array, ""], Float[Array, " width"]]:
+        """f = a · σ(h_L) / √m (or a · h_L / √m), and the feature σ(h_L)/√m = ∂f/∂a."""
         feature = self.sigma(h_last) if self.readout == "activation" else h_last
-        return jnp.dot(self.a, feature) / math.sqrt(h_last.shape[-1])
+        feature = feature / math.sqrt(h_last.shape[-1])
+        a = self.a
+        if perturbation is not None and "a" in perturbation.factors:
+            a = a + perturbation.eps @ perturbation.factors["a"][0]
+        return jnp.dot(a, feature), feature
+
+    def gradient_factors(
+        self, x: Float[Array, " d"], perturbation: Perturbation | None = None
+    ) -> dict[str, tuple[Array, Array | None]]:
+        """∇θ f(x) over the trained fields in outer-product form: field →
+        (u, v) with ∂f/∂M = u vᵀ for a matrix (stacked over layers for
+        ``W``, ``V``) and (∂f/∂a, None) for the readout vector."""
+        probes = {field: jnp.zeros(getattr(self, field).shape[:-1], self.a.dtype)
+                  for field in ("W0", "W", "V") if getattr(self, field, None) is not None}
+        signals, inputs = jax.grad(lambda p: self.forward(x, perturbation, p), has_aux=True)(probes)
+        return {
+            field: (inputs[field], None) if field == "a" else (signals[field], inputs[field])
+            for field in self.trained_fields()
+        }
+
+    def trained_fields(self) -> tuple[str, ...]:
+        return tuple(
+            field for group in PARAMETER_GROUPS if group in self.trained
+            for field in self.groups[group] if getattr(self, field) is not None
+        )
 
     def trained_filter(self) -> AbstractNetwork:
         """A pytree of booleans shaped like the model: True on trained leaves."""
         mask = jax.tree.map(lambda _: False, self)
-        for group in self.trained:
-            for field in self.groups[group]:
-                if getattr(self, field) is not None:  # the one-matrix branch has no V
-                    mask = eqx.tree_at(lambda m, field=field: getattr(m, field), mask, True)
+        for field in self.trained_fields():
+            mask = eqx.tree_at(lambda m, field=field: getattr(m, field), mask, True)
         return mask
 
     @property
@@ -157,15 +232,19 @@ class FFNet(AbstractNetwork):
         self.readout = readout
         self.trained = resolve_trained(trained)
 
-    def __call__(self, x: Float[Array, " d"]) -> Float[Array, ""]:
-        _check_input(x, self.input_dim)
-        sqrt_m = math.sqrt(self.width)
+    def forward(self, x, perturbation=None, probes=None):
+        scale = 1 / math.sqrt(self.width)
+        term, probe = _layer_terms(perturbation), (probes or {}).get
 
-        def layer(h, W_l):
-            return W_l @ self.sigma(h) / sqrt_m, None
+        def layer(h, per_layer):
+            W_l, factors_l, probe_l = per_layer
+            phi = self.sigma(h)
+            return _dense(W_l, phi, scale, term.eps, factors_l, probe_l), phi * scale
 
-        h, _ = jax.lax.scan(layer, self.W0 @ x, self.W)
-        return self.output(h)
+        h0 = _dense(self.W0, x, 1.0, term.eps, term("W0"), probe("W0"))
+        h, inputs_W = jax.lax.scan(layer, h0, (self.W, term("W", stacked=True), probe("W")))
+        f, feature = self.output(h, perturbation)
+        return f, {"W0": x, "W": inputs_W, "a": feature}
 
 
 class ResNet(AbstractNetwork):
@@ -225,24 +304,32 @@ class ResNet(AbstractNetwork):
         self.readout = readout
         self.trained = resolve_trained(trained)
 
-    def __call__(self, x: Float[Array, " d"]) -> Float[Array, ""]:
-        _check_input(x, self.input_dim)
-        sqrt_m = math.sqrt(self.width)
+    def forward(self, x, perturbation=None, probes=None):
+        scale = 1 / math.sqrt(self.width)
+        term, probe = _layer_terms(perturbation), (probes or {}).get
 
         if self.V is None:
 
-            def block(h, W_l):
-                return h + self.alpha * self.sigma(W_l @ h) / sqrt_m, None
+            def block(h, per_layer):
+                W_l, factors_W, probe_W = per_layer
+                z = _dense(W_l, h, 1.0, term.eps, factors_W, probe_W)
+                return h + self.alpha * self.sigma(z) * scale, {"W": h}
 
-            h, _ = jax.lax.scan(block, self.W0 @ x, self.W)
+            per_layer = (self.W, term("W", stacked=True), probe("W"))
         else:
 
-            def block(h, WV_l):
-                W_l, V_l = WV_l
-                return h + self.alpha * (V_l @ self.sigma(W_l @ h / sqrt_m)) / sqrt_m, None
+            def block(h, per_layer):
+                W_l, V_l, factors_W, factors_V, probe_W, probe_V = per_layer
+                phi = self.sigma(_dense(W_l, h, scale, term.eps, factors_W, probe_W))
+                z = _dense(V_l, phi, scale, term.eps, factors_V, probe_V)
+                return h + self.alpha * z, {"W": h * scale, "V": phi * scale}
 
-            h, _ = jax.lax.scan(block, self.W0 @ x, (self.W, self.V))
-        return self.output(h)
+            per_layer = (self.W, self.V, term("W", stacked=True), term("V", stacked=True),
+                         probe("W"), probe("V"))
+        h0 = _dense(self.W0, x, 1.0, term.eps, term("W0"), probe("W0"))
+        h, inputs = jax.lax.scan(block, h0, per_layer)
+        f, feature = self.output(h, perturbation)
+        return f, {"W0": x, **inputs, "a": feature}
 
 
 ARCHITECTURES: dict[str, type[AbstractNetwork]] = {"ffnet": FFNet, "resnet": ResNet}
@@ -292,6 +379,35 @@ def trained_filter(model: eqx.Module):
     if isinstance(model, AbstractNetwork):
         return model.trained_filter()
     return jax.tree.map(eqx.is_inexact_array, model)
+
+
+class _LayerTerms:
+    """The perturbation's factors of one field, arranged for a layer scan."""
+
+    def __init__(self, perturbation: Perturbation | None):
+        self.perturbation = perturbation
+        self.eps = None if perturbation is None else perturbation.eps
+
+    def __call__(self, field: str, stacked: bool = False):
+        if self.perturbation is None or field not in self.perturbation.factors:
+            return None
+        u, v = self.perturbation.factors[field]
+        # (k, layer, …) → (layer, k, …) so that lax.scan hands each layer its factors
+        return (jnp.moveaxis(u, 0, 1), jnp.moveaxis(v, 0, 1)) if stacked else (u, v)
+
+
+_layer_terms = _LayerTerms
+
+
+def _dense(M: Array, h: Array, scale: float, eps: Array | None, factors, probe: Array | None) -> Array:
+    """z = scale · (M + Σ_k eps_k U_k V_kᵀ) h (+ probe), never forming U_k V_kᵀ."""
+    z = scale * (M @ h)
+    if factors is not None:
+        U, V = factors
+        z = z + scale * (U.T @ (eps * (V @ h)))
+    if probe is not None:
+        z = z + probe
+    return z
 
 
 def _check_sizes(d: int, width: int, depth: int, *, min_depth: int) -> None:

@@ -52,8 +52,6 @@ def gradient_flow(
     x_train, y_train, ts = map(jnp.asarray, (x_train, y_train, ts))
     x_eval = x_train if x_eval is None else jnp.asarray(x_eval)
     _check_reference_inputs(x_train, y_train, x_eval)
-    if filter_spec is None:
-        filter_spec = trained_filter(model)
     trajectory = _gradient_flow(
         model, filter_spec, x_train, y_train, ts, x_eval, _solver(solver), jnp.asarray(rtol), jnp.asarray(atol), max_steps
     )
@@ -63,7 +61,7 @@ def gradient_flow(
 
 @eqx.filter_jit
 def _gradient_flow(model, filter_spec, x_train, y_train, ts, x_eval, solver, rtol, atol, max_steps):
-    params0, static = eqx.partition(model, filter_spec)
+    params0, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
     loss_gradient = jax.grad(_loss_of(static, x_train, y_train))
 
     def vector_field(t, params, args):
@@ -114,14 +112,12 @@ def gradient_descent(
     x_train, y_train = jnp.asarray(x_train), jnp.asarray(y_train)
     x_eval = x_train if x_eval is None else jnp.asarray(x_eval)
     _check_reference_inputs(x_train, y_train, x_eval)
-    if filter_spec is None:
-        filter_spec = trained_filter(model)
     return _gradient_descent(model, filter_spec, x_train, y_train, lr, steps // save_every, save_every, x_eval)
 
 
 @eqx.filter_jit
 def _gradient_descent(model, filter_spec, x_train, y_train, lr, n_saves, save_every, x_eval):
-    params0, static = eqx.partition(model, filter_spec)
+    params0, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
     loss_gradient = jax.grad(_loss_of(static, x_train, y_train))
 
     def step(params, _):
@@ -164,6 +160,7 @@ def _loss_of(static, x_train, y_train):
 
 
 def _outputs_and_ntk(model, filter_spec, x_train, x_eval):
+    # filter_spec None: the model's own trained set, so networks take the structured path
     (ntk,) = kernel_tower(model, x_train, 2, x_eval, filter_spec=filter_spec, batch_size=x_train.shape[0])
     return jax.vmap(model)(x_eval), ntk
 

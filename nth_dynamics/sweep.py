@@ -342,12 +342,12 @@ def _solver_copies(solver: str, state: int) -> int:
 
 
 def _seconds(spec: Mapping[str, Any], n: int, n_eval: int, n_trained: int) -> float:
-    """Very rough: each tower level costs ~3 JVPs per direction of the one
-    below; the solves assume ~100 steps; plus compilation per stage."""
+    """Very rough: K2 costs a forward and backward pass per point, each
+    further level ~2 JVPs per direction of the one below; the solves assume ~100 steps; plus compilation per stage."""
     seeds = len(spec["seeds"])
     orders = spec["hierarchy"]["orders"]
-    k2 = 6.0 * n_eval * n * n_trained
-    tower = sum(k2 * (3 * n) ** (r - 2) for r in range(2, max(orders) + 1))
+    k2 = 6.0 * (n_eval + n) * n_trained  # one forward and backward pass per point
+    tower = sum(k2 * (2 * n) ** (r - 2) for r in range(2, max(orders) + 1))
     state = n_eval * sum(n ** (r - 1) for r in range(1, max(orders) + 1))
     nth = len(orders) * 100 * 7 * 2 * state * n
     reference = 100 * 7 * 6 * n * n_trained + spec["time"]["n_saves"] * k2
