@@ -252,10 +252,17 @@ class ResNet(AbstractNetwork):
 
     ``h0 = W0 x``, then for l = 1..L either the two-matrix branch (HWTZ/BGGB)
     ``h_l = h_{l−1} + α V_l σ(W_l h_{l−1} / √m) / √m`` or the one-matrix branch
-    (Du et al./LLY) ``h_l = h_{l−1} + α σ(W_l h_{l−1}) / √m``, and
+    (Du et al./LLY) ``h_l = h_{l−1} + α σ(W_l h_{l−1} / √m)``, and
     ``f = a · σ(h_L) / √m`` (or ``a · h_L / √m`` with ``readout="linear"``).
 
     Give ``alpha`` directly or ``gamma`` for ``α = depth^(−γ)`` (default γ = 1/2).
+
+    The one-matrix branch scales the pre-activation, not the branch: the
+    hidden units here are O(1) per entry, so ``W_l h_{l−1}`` is O(√m), and
+    MATH.md §5's ``σ(W_l h_{l−1}) / √m`` would saturate a smooth σ and make the
+    branch vanish at infinite width. For ReLU the two readings are the same
+    function (σ is positively homogeneous); in Du et al., whose hidden vectors
+    have O(1) norm rather than O(1) entries, this is their network.
     """
 
     W0: Float[Array, "width d"]
@@ -312,8 +319,8 @@ class ResNet(AbstractNetwork):
 
             def block(h, per_layer):
                 W_l, factors_W, probe_W = per_layer
-                z = _dense(W_l, h, 1.0, term.eps, factors_W, probe_W)
-                return h + self.alpha * self.sigma(z) * scale, {"W": h}
+                z = _dense(W_l, h, scale, term.eps, factors_W, probe_W)
+                return h + self.alpha * self.sigma(z), {"W": h * scale}
 
             per_layer = (self.W, term("W", stacked=True), probe("W"))
         else:
@@ -368,9 +375,12 @@ def make_ensemble(
         _check_activation("relu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return eqx.filter_vmap(
-            lambda key: make_network(architecture, d, width, depth, key=key, **options)
-        )(keys)
+        # one network per seed, then stacked: the same as filter_vmap over the
+        # keys, without compiling a batched initialiser for every new width
+        members = [make_network(architecture, d, width, depth, key=key, **options) for key in keys]
+    arrays = [eqx.filter(member, eqx.is_array) for member in members]
+    static = eqx.filter(members[0], eqx.is_array, inverse=True)
+    return eqx.combine(jax.tree.map(lambda *leaves: jnp.stack(leaves), *arrays), static)
 
 
 def trained_filter(model: eqx.Module):

@@ -140,7 +140,7 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
     """Run one cell: every seed of one grid point (a pure function of ``cell.spec``)."""
     spec = cell.spec
     dtype = DTYPES[spec["precision"]]
-    network, hierarchy, reference = spec["network"], spec["hierarchy"], spec["reference"]
+    hierarchy, reference = spec["hierarchy"], spec["reference"]
     wall: dict[str, float] = {}
 
     @contextlib.contextmanager
@@ -148,43 +148,22 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
         on_stage(name)
         started = time.perf_counter()
         yield
-        wall[name] = round(time.perf_counter() - started, 3)
+        wall[name] = round(wall.get(name, 0.0) + time.perf_counter() - started, 3)
 
     with stage("data"):
         data = make_data(spec["data"], data_key(spec["data"]["seed"]), dtype)
-        ensemble = make_ensemble(
-            network["architecture"], spec["data"]["d"], network["width"], network["depth"],
-            network_keys(spec["seeds"]), **network_options(network), dtype=dtype,
-        )
-        x_eval = data.x_eval
         ts = jnp.asarray(save_times(spec["time"], reference), dtype)
+    estimate = estimate_cell(cell)
+    seeds = list(spec["seeds"])
+    batches = [seeds[i : i + estimate["seed_batch"]] for i in range(0, len(seeds), estimate["seed_batch"])]
+    results = [
+        _run_seed_batch(cell, data, batch, ts, estimate["batch_size"], stage, dtype) for batch in batches
+    ]
+    tower, nth, ref = (
+        jax.tree.map(lambda *parts: np.concatenate(parts), *[result[i] for result in results])
+        for i in range(3)
+    )
     orders = hierarchy["orders"]
-    batch_size = estimate_cell(cell)["batch_size"]
-    with stage("tower"):
-        tower, f0 = jax.block_until_ready(_initial_tower(ensemble, data.x_train, x_eval, max(orders), batch_size))
-    nth = []
-    for p in orders:
-        with stage(f"NTH p={p}"):
-            trajectory = jax.block_until_ready(
-                _solve_nth_batch(
-                    tower[: p - 1], f0, data.y_train, ts,
-                    hierarchy["solver"], hierarchy["rtol"], hierarchy["atol"], hierarchy["max_steps"],
-                )
-            )
-            _check(trajectory, f"NTH p={p}", cell)
-            nth.append(trajectory)
-    with stage("reference"):
-        if reference["method"] == "gradient_descent":
-            steps = round(spec["time"]["t1"] / reference["lr"])
-            save_every = steps // (spec["time"]["n_saves"] - 1)
-            ref = _gradient_descent_batch(ensemble, data.x_train, data.y_train, reference["lr"], steps, save_every, x_eval)
-        else:
-            ref = _gradient_flow_batch(
-                ensemble, data.x_train, data.y_train, ts, x_eval,
-                reference["solver"], reference["rtol"], reference["atol"], reference["max_steps"],
-            )
-        ref = jax.block_until_ready(ref)
-        _check(ref, "reference", cell)
 
     def stack(name: str, key: str | None = None) -> np.ndarray:
         parts = [t.stats[key] if key else getattr(t, name) for t in nth]
@@ -206,6 +185,47 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
         save_kernels=spec["save_kernels"],
         attrs={"cell_id": cell.id, "cell_spec": json.dumps(spec, sort_keys=True), "stage_wall_times": json.dumps(wall)},
     )
+
+
+def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, stage, dtype):
+    """Tower, NTH solves and reference of one batch of seeds, vmapped as one
+    computation; returns (tower, [trajectory per order], reference) as numpy."""
+    spec = cell.spec
+    network, hierarchy, reference = spec["network"], spec["hierarchy"], spec["reference"]
+    with stage("data"):
+        ensemble = make_ensemble(
+            network["architecture"], spec["data"]["d"], network["width"], network["depth"],
+            network_keys(seeds), **network_options(network), dtype=dtype,
+        )
+    x_eval = data.x_eval
+    with stage("tower"):
+        tower, f0 = jax.block_until_ready(
+            _initial_tower(ensemble, data.x_train, x_eval, max(hierarchy["orders"]), batch_size)
+        )
+    nth = []
+    for p in hierarchy["orders"]:
+        with stage(f"NTH p={p}"):
+            trajectory = jax.block_until_ready(
+                _solve_nth_batch(
+                    tower[: p - 1], f0, data.y_train, ts,
+                    hierarchy["solver"], hierarchy["rtol"], hierarchy["atol"], hierarchy["max_steps"],
+                )
+            )
+            _check(trajectory, f"NTH p={p}", cell)
+            nth.append(trajectory)
+    with stage("reference"):
+        if reference["method"] == "gradient_descent":
+            steps = round(spec["time"]["t1"] / reference["lr"])
+            save_every = steps // (spec["time"]["n_saves"] - 1)
+            ref = _gradient_descent_batch(ensemble, data.x_train, data.y_train, reference["lr"], steps, save_every, x_eval)
+        else:
+            ref = _gradient_flow_batch(
+                ensemble, data.x_train, data.y_train, ts, x_eval,
+                reference["solver"], reference["rtol"], reference["atol"], reference["max_steps"],
+            )
+        ref = jax.block_until_ready(ref)
+        _check(ref, "reference", cell)
+    return jax.tree.map(np.asarray, (tower, nth, ref))
 
 
 def data_key(seed: int) -> jax.Array:
@@ -279,7 +299,8 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
     trained parameters for the reference), the saved trajectories and the
     parameters, plus the kernel tower (:func:`~nth_dynamics.kernels.tower_bytes`)
     with the largest direction chunk that fits what the rest leaves of
-    ``memory_budget_gb``; all × seeds, which run as one vmapped batch.
+    ``memory_budget_gb``; all × the seeds that run together as one vmapped
+    batch (``seed_batch``: all of them when they fit, else fewer at a time).
     """
     spec = cell.spec
     network, hierarchy, reference = spec["network"], spec["hierarchy"], spec["reference"]
@@ -299,22 +320,36 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
         ref_solver = _solver_copies(reference["solver"], n_trained) * itemsize
     ref_ntk = tower_bytes(n_eval, n, 2, n_trained, activations=activations, itemsize=itemsize)
     saved = (len(orders) + 1) * n_saves * n_eval * (1 + n) * itemsize
-    parts = {
-        "nth_solver": seeds * nth_solver,
-        "reference": seeds * (ref_solver + ref_ntk),
-        "saved": seeds * saved,
-        "parameters": seeds * 3 * n_params * itemsize,
+    per_seed = {  # one network's share of each part
+        "nth_solver": nth_solver,
+        "reference": ref_solver + ref_ntk,
+        "saved": saved,
+        "parameters": 3 * n_params * itemsize,
     }
-    rest = max(parts["nth_solver"], parts["reference"]) + parts["saved"] + parts["parameters"]
-    share = (spec["memory_budget_gb"] * 1e9 - rest) / seeds  # what one model's tower may use
+    rest = max(per_seed["nth_solver"], per_seed["reference"]) + per_seed["saved"] + per_seed["parameters"]
 
     def tower(batch: int) -> int:
         return tower_bytes(n_eval, n, p_max, n_trained, activations=activations, batch_size=batch, itemsize=itemsize)
 
+    # Seeds run as one vmapped batch when they fit, else in equal batches (a
+    # divisor of the seed count, so one compilation serves them all); within
+    # a batch, the largest direction chunk that fits what the rest leaves.
+    budget = spec["memory_budget_gb"] * 1e9
+    seed_batch = next(
+        (b for b in range(seeds, 0, -1) if seeds % b == 0 and b * (rest + tower(1)) <= budget), 1
+    )
+    share = budget / seed_batch - rest
     batch = next((b for b in range(n, 0, -1) if tower(b) <= share), 1)
-    parts["tower"] = seeds * tower(batch)
-    total = parts["tower"] + rest
-    return {"bytes": int(total), "parts": parts, "seconds": _seconds(spec, n, n_eval, n_trained), "batch_size": batch}
+    parts = {name: seed_batch * value for name, value in per_seed.items()}
+    parts["tower"] = seed_batch * tower(batch)
+    total = parts["tower"] + max(parts["nth_solver"], parts["reference"]) + parts["saved"] + parts["parameters"]
+    return {
+        "bytes": int(total),
+        "parts": parts,
+        "seconds": _seconds(spec, n, n_eval, n_trained),
+        "batch_size": batch,
+        "seed_batch": seed_batch,
+    }
 
 
 def parameter_counts(network: Mapping[str, Any], d: int) -> tuple[int, int]:
