@@ -13,6 +13,7 @@ import jax
 if os.environ.get("NTH_DYNAMICS_X64", "1") != "0":
     jax.config.update("jax_enable_x64", True)
 
+from . import analysis, depth_study, limits, spectrum  # noqa: E402
 from .hierarchy import SolverError, Trajectory, closed_form_p2, solve_nth  # noqa: E402
 from .kernels import kernel_tower, tower_bytes  # noqa: E402
 from .networks import FFNet, ResNet, make_ensemble, make_network  # noqa: E402
@@ -30,14 +31,18 @@ __all__ = [
     "SolverError",
     "Trajectory",
     "__version__",
+    "analysis",
     "closed_form_p2",
+    "depth_study",
     "gradient_descent",
     "gradient_flow",
     "kernel_tower",
+    "limits",
     "load_scenario",
     "make_ensemble",
     "make_network",
     "simulate",
     "solve_nth",
+    "spectrum",
     "tower_bytes",
 ]
