@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report",
         help="figures and a summary from a result file",
-        description="Write the figures and summary of a saved result (nth_dynamics.plots.write_report).",
+        description="Write the figures and summary of a saved result (nth_dynamics.plots.write_report; for a "
+        "result of kind infinite_width, the depth study's figures and report.md).",
     )
     report.add_argument("result", metavar="RESULT", help="a result file written by simulate (.nc or .zarr)")
     report.add_argument("-o", "--output", metavar="DIR", help="output directory; default RESULT without suffix + '_report'")
@@ -181,6 +182,8 @@ def _validate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
     out = Console(highlight=False, soft_wrap=True)
     out.print(f"# {scenario.source}: valid; resolved scenario (every default filled in):", markup=False)
     out.print(scenario.to_yaml(), markup=False)
+    if scenario.kind == "infinite_width":
+        return _validate_study(scenario, out)
     cells = scenario.cells()
     unique = list({cell.id: cell for cell in cells}.values())
     estimates = {cell.id: estimate_cell(cell) for cell in unique}
@@ -206,18 +209,38 @@ def _validate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
     return EXIT_OK
 
 
+def _validate_study(scenario, out: Console) -> int:
+    """The one cell of an infinite-width scenario, with rough estimates."""
+    from .infinite_width import estimate_study, study_cell
+
+    cell, estimate = study_cell(scenario), estimate_study(scenario)
+    table = Table(title=f"1 cell (infinite width) → {scenario.output_path()}")
+    for column in ("cell id", "study", "memory", "time (rough)"):
+        table.add_column(column, justify="left" if column in ("cell id", "study") else "right")
+    table.add_row(cell.id, cell.spec["study"], _bytes(estimate["bytes"]), _seconds(estimate["seconds"]))
+    out.print(table)
+    out.print(f"depth_study.{cell.spec['study']}(**{json.dumps(cell.spec['arguments'])})", markup=False)
+    return EXIT_OK
+
+
 def _report(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> int:
     result = Path(args.result)
     if not result.exists():
         err.print(f"error: {result}: no such result file; allowed: a .nc or .zarr file written by simulate", markup=False)
         return EXIT_BAD_INPUT
+    out_dir = Path(args.output) if args.output else result.with_name(result.name.rsplit(".", 1)[0] + "_report")
+    from .infinite_width import is_study_result, write_study_report
+
+    if is_study_result(result):  # kind infinite_width: the depth study's own figures
+        write_study_report(result, out_dir)
+        err.print(f"wrote the report of {result} to {out_dir}", markup=False)
+        return EXIT_OK
     try:
         from .plots import write_report
     except ImportError as error:
         err.print(f"error: the report command needs nth_dynamics.plots.write_report, not available here ({error})",
                   markup=False)
         return EXIT_BAD_INPUT
-    out_dir = Path(args.output) if args.output else result.with_name(result.name.rsplit(".", 1)[0] + "_report")
     write_report(result, out_dir)
     err.print(f"wrote the report of {result} to {out_dir}", markup=False)
     return EXIT_OK

@@ -594,8 +594,9 @@ def plot_spectra(ds: xr.Dataset, stem: Path, smooth: xr.Dataset | None = None) -
             for model in smooth.model.values[:1]:
                 mu = smooth.coefficient.sel(model=model, d=d).isel(depth=0).values[1:]
                 ax.loglog(k, np.where(mu > 1e-14, mu, np.nan), "k.", ms=3, label=f"{model} {smooth.attrs['activation']}")
-        anchor = ds.coefficient.sel(d=d).isel(model=0, depth=0).values[32]
-        ax.loglog(k, anchor * (k / 32.0) ** (-float(d)), color="grey", lw=2, alpha=0.4, label=f"k^-{d}")
+        k_anchor = min(32, int(k[-1]))  # the guide passes through μ_32 (or the last μ_k of a short spectrum)
+        anchor = ds.coefficient.sel(d=d).isel(model=0, depth=0).values[k_anchor]
+        ax.loglog(k, anchor * (k / k_anchor) ** (-float(d)), color="grey", lw=2, alpha=0.4, label=f"k^-{d}")
         ax.set(title=f"S^{d - 1} (d = {d})", xlabel="degree k", ylabel="μ_k", ylim=(1e-14, 1))
     axes[0, 0].legend(fontsize=6, ncol=2)
     fig.tight_layout()

@@ -219,7 +219,7 @@ def tower_bytes(
     outputs = sum(n_eval * n ** (r - 1) for r in range(2, order + 1))
     if structured:
         in_flight = batch ** (order - 2) * 2 ** (order - 2)
-        return itemsize * (2 * outputs + 8 * in_flight * (n_eval + n) * activations)
+        return itemsize * (2 * outputs + 4 * in_flight * (n_eval + n) * activations)
     in_flight = batch ** (order - 1) + 2 ** (order - 1) * batch
     tangents = 2 * n_params * in_flight
     forward = 2 ** (order - 1) * batch ** (order - 1) * n_eval * activations

@@ -12,6 +12,10 @@ alpha}``, ``data.n_train`` and ``hierarchy.orders`` may be a list:
   cells, one per combination, each with a stable id (a hash of what the cell
   computes).
 
+A scenario of ``kind: infinite_width`` has instead one ``infinite_width``
+section: a study of :mod:`nth_dynamics.depth_study` and its keyword arguments
+(run by :mod:`nth_dynamics.infinite_width`; it has no cells or grid).
+
 Every invalid input ends in a :class:`ScenarioError` whose message is one line
 naming the file, the field path and what is allowed.
 """
@@ -47,6 +51,7 @@ from pydantic import (
     ValidationError,
 )
 
+from .depth_study import DEFAULT_DEPTHS, DEFAULT_GAMMAS
 from .hierarchy import SOLVERS
 from .kernels import MAX_ORDER
 from .networks import ACTIVATIONS, BRANCHES, PARAMETER_GROUPS, READOUTS, residual_scale
@@ -67,6 +72,10 @@ def _as_tuple(value: Any) -> Any:
 def _distinct(values: tuple) -> tuple:
     if not values:
         raise ValueError("allowed: at least one value (got an empty list)")
+    return _unrepeated(values)
+
+
+def _unrepeated(values: tuple) -> tuple:
     repeated = [v for v in dict.fromkeys(values) if values.count(v) > 1]
     if repeated:
         raise ValueError(f"allowed: distinct values ({repeated[0]!r} is repeated)")
@@ -243,6 +252,121 @@ class Output(_Section):
     """Also save the NTK trajectories ntk_nth and ntk_ref (N_eval × n per save)."""
 
 
+# ----------------------------------------------------------------------------- infinite width
+
+
+def Values(item: Any, *, allow_empty: bool = False) -> Any:  # noqa: N802  (a type constructor)
+    """One value or a list of distinct values, stored sorted (the axis of a study)."""
+    check = _unrepeated if allow_empty else _distinct
+    return Annotated[tuple[item, ...], BeforeValidator(_as_tuple), AfterValidator(check), AfterValidator(_sorted)]
+
+
+Digit = Annotated[int, Field(ge=0, le=9)]
+
+
+class _StudyBase(_Section):
+    """A study of ``kind: infinite_width``: the keyword arguments of one
+    :mod:`nth_dynamics.depth_study` function; ``activation`` is that of every
+    kernel (relu: closed-form arc-cosine maps; the others by quadrature)."""
+
+
+class KernelShapesStudy(_StudyBase):
+    """Depth degeneracy (HWTZ): Θ_L(ρ)/Θ_L(1) against depth for the FFNet and
+    one ResNet per γ (:func:`nth_dynamics.depth_study.kernel_shapes`)."""
+
+    study: Literal["kernel_shapes"]
+    depths: Values(PositiveInt) = DEFAULT_DEPTHS
+    """Network depths L (FFNet hidden-to-hidden layers, ResNet blocks)."""
+    gammas: Values(NonNegativeFloat, allow_empty=True) = DEFAULT_GAMMAS
+    """One ResNet per γ, α = L^(−γ) ([] for the FFNet alone)."""
+    angles: Annotated[int, Field(ge=3)] = 401
+    """Points ρ = cos θ, θ equally spaced in [0, π]."""
+    activation: Activation = "relu"
+
+
+class DepthGeneralizationStudy(_StudyBase):
+    """Test error against depth of kernel regression and the NTK gradient flow
+    (:func:`nth_dynamics.depth_study.depth_generalization`)."""
+
+    study: Literal["depth_generalization"]
+    task: Literal["digits", "teacher"] = "digits"
+    """digits (two classes of the bundled digits) or teacher (a random wide tanh network on the sphere)."""
+    depths: Values(PositiveInt) = DEFAULT_DEPTHS
+    gammas: Values(NonNegativeFloat, allow_empty=True) = DEFAULT_GAMMAS
+    n_train: PositiveInt = 150
+    n_test: PositiveInt = 200
+    d: PositiveInt = 8
+    """Input dimension (digits: principal components)."""
+    seed: NonNegativeInt = 0
+    """Seed of the data."""
+    times: Values(PositiveFloat) = (10.0, 100.0, 1000.0)
+    """Gradient-flow times besides t = ∞ (kernel regression)."""
+    classes: tuple[Digit, Digit] = (3, 8)
+    """digits: the two digits, labelled +1 and −1."""
+    activation: Activation = "relu"
+
+
+class SpectralDecayStudy(_StudyBase):
+    """Gegenbauer spectra on S^(d−1) and their k^(−d) decay (BGGB)
+    (:func:`nth_dynamics.depth_study.spectral_decay`)."""
+
+    study: Literal["spectral_decay"]
+    dims: Values(Annotated[int, Field(ge=2)]) = (2, 3, 4)
+    """Input dimensions d (the sphere S^(d−1))."""
+    depths: Values(PositiveInt) = (2, 4, 8)
+    gammas: Values(NonNegativeFloat, allow_empty=True) = (0.5, 1.0)
+    k_max: PositiveInt = 256
+    """Highest degree k of the spectrum."""
+    fit_range: tuple[PositiveInt, PositiveInt] = (32, 128)
+    """Degrees [k_min, k_max] of the power-law fit."""
+    activation: Activation = "relu"
+
+
+class WidthConvergenceStudy(_StudyBase):
+    """Seed ensembles of the project's networks against the limit NTK, deviation
+    ~ width^(−1/2) (:func:`nth_dynamics.depth_study.width_convergence`)."""
+
+    study: Literal["width_convergence"]
+    architecture: Literal["ffnet", "resnet"] = "ffnet"
+    depth: NonNegativeInt = 1
+    widths: Values(PositiveInt) = (64, 128, 256, 512, 1024, 2048)
+    """Network widths m (at least two, for the fitted slope)."""
+    seeds: PositiveInt = 8
+    """Networks per width."""
+    n: PositiveInt = 8
+    """Points on the sphere."""
+    d: PositiveInt = 3
+    seed: NonNegativeInt = 0
+    """Seed of the points, the networks and the bootstrap."""
+    bootstrap: PositiveInt = 1000
+    """Bootstrap resamples of the seeds for the slope's interval."""
+    activation: Activation = "tanh"
+    readout: Literal[READOUTS] = "activation"  # type: ignore[valid-type]
+    trained: Annotated[
+        tuple[Group, ...], BeforeValidator(_trained_groups), AfterValidator(_distinct), AfterValidator(_sorted)
+    ] = PARAMETER_GROUPS
+    alpha: PositiveFloat | None = None
+    """resnet: block scale α (give alpha or gamma)."""
+    gamma: NonNegativeFloat | None = None
+    """resnet: α = depth^(−γ); default γ = 1/2."""
+    branch: Literal[BRANCHES] = "two"  # type: ignore[valid-type]
+
+
+STUDIES: dict[str, type[_StudyBase]] = {
+    "kernel_shapes": KernelShapesStudy,
+    "depth_generalization": DepthGeneralizationStudy,
+    "spectral_decay": SpectralDecayStudy,
+    "width_convergence": WidthConvergenceStudy,
+}
+"""The studies of ``kind: infinite_width`` (the ``infinite_width.study`` tag)."""
+StudySpec = Annotated[
+    Union[KernelShapesStudy, DepthGeneralizationStudy, SpectralDecayStudy, WidthConvergenceStudy],
+    Field(discriminator="study"),
+]
+FINITE_WIDTH_FIELDS = ("seed", "precision", "memory_budget_gb", "data", "network", "hierarchy", "reference", "time")
+"""Top-level fields that only ``kind: finite_width`` reads."""
+
+
 SWEEP_DIMS: dict[str, str] = {
     "architecture": "network.architecture",
     "activation": "network.activation",
@@ -280,6 +404,9 @@ class Scenario(_Section):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "scenario"
     description: str = ""
+    kind: Literal["finite_width", "infinite_width"] = "finite_width"
+    """finite_width: the NTH against the trained networks (data, network, hierarchy,
+    reference, time); infinite_width: one study of the limit kernels (the infinite_width section)."""
     seed: Sweep(NonNegativeInt) = (0,)
     """Network seeds: one vmapped batch per cell."""
     precision: Literal["float64", "float32"] = "float64"
@@ -291,6 +418,8 @@ class Scenario(_Section):
     reference: Reference = Reference()
     time: Time = Time()
     output: Output = Output()
+    infinite_width: StudySpec | None = None
+    """kind infinite_width: the study and its parameters."""
 
     _source: str = PrivateAttr(default="<scenario>")
     _yaml: str = PrivateAttr(default="")
@@ -314,10 +443,16 @@ class Scenario(_Section):
         return Path(self.output.path or f"results/{self.name}.nc")
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return json.dumps(self._dump(), sort_keys=True)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self._dump(), sort_keys=False)
+
+    def _dump(self) -> dict[str, Any]:
+        """The fields this kind reads (an infinite-width scenario has no network section)."""
+        if self.kind == "infinite_width":
+            return self.model_dump(mode="json", exclude={**dict.fromkeys(FINITE_WIDTH_FIELDS, True), "output": {"save_kernels"}})
+        return self.model_dump(mode="json", exclude={"infinite_width"})
 
     def save_times(self) -> np.ndarray:
         """The save times (the ``time`` coordinate of the output)."""
@@ -529,6 +664,9 @@ def _section_model(path: Sequence[str], raw: Mapping) -> type[BaseModel] | None:
     if len(path) == 1 and path[0] == "data":
         kind = raw.get("data", {}).get("kind", "sphere") if isinstance(raw.get("data"), dict) else "sphere"
         return DATA_KINDS.get(kind)
+    if len(path) == 1 and path[0] == "infinite_width":
+        study = raw.get("infinite_width", {}).get("study") if isinstance(raw.get("infinite_width"), dict) else None
+        return STUDIES.get(study)
     if len(path) == 1:
         return sections.get(path[0])
     return None
@@ -536,14 +674,14 @@ def _section_model(path: Sequence[str], raw: Mapping) -> type[BaseModel] | None:
 
 def _display_path(loc: Sequence[Any], raw: Any) -> tuple[list[str], str]:
     """Field path of a pydantic error location, without pydantic's internal
-    labels (the discriminator tag of ``data``; a list index when the user
-    wrote a single value)."""
+    labels (the discriminator tag of ``data`` and ``infinite_width``; a list
+    index when the user wrote a single value)."""
     keys: list[str] = []
     text = ""
     node = raw
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(node, dict) and part not in node and not last and node.get("kind") == part:
+        if isinstance(node, dict) and part not in node and not last and part in (node.get("kind"), node.get("study")):
             continue  # the discriminated-union tag
         if isinstance(part, int):
             if isinstance(node, (list, tuple)):
@@ -573,16 +711,22 @@ def _describe(error: ValidationError, raw: Mapping, source: str) -> str:
         allowed = list(model.model_fields) if model else []
         hint = difflib.get_close_matches(keys[-1], allowed, n=1)
         suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-        other_kinds = [kind for kind, kind_model in DATA_KINDS.items() if keys[-1] in kind_model.model_fields]
-        if keys[:-1] == ["data"] and other_kinds and not hint:
-            suggestion = f"; it belongs to data kind {' and '.join(other_kinds)}"
+        variants = {"data": ("data kind", DATA_KINDS), "infinite_width": ("study", STUDIES)}.get(".".join(keys[:-1]))
+        if variants and not hint:
+            label, models = variants
+            others = [name for name, variant in models.items() if keys[-1] in variant.model_fields]
+            suggestion = f"; it belongs to {label} {' and '.join(others)}" if others else ""
         problem = f"unknown key{suggestion} (allowed keys: {', '.join(allowed)})"
-    elif kind == "union_tag_invalid":
-        tags = list(DATA_KINDS)
-        hint = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1)
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-        path = f"{path}.kind"
-        problem = f"got {ctx.get('tag')!r}, allowed: {', '.join(tags)}{suggestion}"
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag_name = str(ctx.get("discriminator", "kind")).strip("'")
+        tags = list(STUDIES if tag_name == "study" else DATA_KINDS)
+        path = f"{path}.{tag_name}"
+        if kind == "union_tag_not_found":
+            problem = f"required field is missing; allowed: {', '.join(tags)}"
+        else:
+            hint = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            problem = f"got {ctx.get('tag')!r}, allowed: {', '.join(tags)}{suggestion}"
     elif kind == "literal_error":
         expected = ctx.get("expected", "")
         options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
@@ -612,6 +756,8 @@ def _fail(scenario_source: str, path: str, problem: str) -> None:
 
 def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:
     """Checks that involve several fields, and resolution of file data."""
+    if scn.kind == "infinite_width" or scn.infinite_width is not None:
+        return _resolve_infinite_width(scn, source)
     net = scn.network
     resnet = "resnet" in net.architecture
     if net.alpha is not None and net.gamma is not None:
@@ -662,21 +808,66 @@ def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:
     return scn.model_copy(update={"data": data})
 
 
-def _check_digits(data: DigitsData, source: str) -> None:
+def _check_digits(data: DigitsData, source: str, section: str = "data") -> None:
+    """The digits task (``data`` or a depth_generalization study): d, classes and sizes."""
     from .data import digits_class_sizes
 
     if data.d > 64:
-        _fail(source, "data.d", f"got {data.d}, allowed: 1 to 64 (the digits are 8×8 images)")
+        _fail(source, f"{section}.d", f"got {data.d}, allowed: 1 to 64 (the digits are 8×8 images)")
     if data.classes[0] == data.classes[1]:
-        _fail(source, "data.classes", f"got {list(data.classes)}, allowed: two different digits 0–9")
+        _fail(source, f"{section}.classes", f"got {list(data.classes)}, allowed: two different digits 0–9")
     available = sum(digits_class_sizes()[c] for c in data.classes)
-    if max(data.n_train) + data.n_test > available:
+    n_train = data.n_train if isinstance(data.n_train, int) else max(data.n_train)
+    if n_train + data.n_test > available:
         _fail(
             source,
-            "data.n_train",
-            f"n_train + n_test = {max(data.n_train) + data.n_test} but the digits {list(data.classes)} "
+            f"{section}.n_train",
+            f"n_train + n_test = {n_train + data.n_test} but the digits {list(data.classes)} "
             f"have {available} images; allowed: n_train + n_test ≤ {available}",
         )
+
+
+def _resolve_infinite_width(scn: Scenario, source: str) -> Scenario:
+    """Checks of ``kind: infinite_width``: the section is there, no finite-width
+    field is set, and the study's own cross-field constraints."""
+    study = scn.infinite_width
+    if scn.kind == "finite_width":
+        _fail(source, "infinite_width", "applies only to kind infinite_width; allowed: add 'kind: infinite_width', "
+              "or remove the section")
+    if study is None:
+        _fail(source, "infinite_width", f"required field is missing for kind infinite_width; allowed: a section "
+              f"with study: {', '.join(STUDIES)}")
+    for name in FINITE_WIDTH_FIELDS:
+        if name in scn.model_fields_set:
+            _fail(source, name, "applies only to kind finite_width; allowed: remove it (kind infinite_width reads "
+                  "name, description, output.path and infinite_width)")
+    if "save_kernels" in scn.output.model_fields_set:
+        _fail(source, "output.save_kernels", "applies only to kind finite_width; allowed: remove it")
+    if not jax.config.jax_enable_x64:
+        _fail(source, "kind", "infinite_width needs float64 but JAX runs in float32 (NTH_DYNAMICS_X64=0); "
+              "allowed: unset NTH_DYNAMICS_X64")
+    if isinstance(study, DepthGeneralizationStudy) and study.task == "digits":
+        _check_digits(study, source, "infinite_width")
+    elif isinstance(study, SpectralDecayStudy):
+        low, high = study.fit_range
+        if not (low + 3 <= high <= study.k_max):
+            _fail(source, "infinite_width.fit_range", f"got {list(study.fit_range)}, allowed: [k_min, k_max] with "
+                  f"k_min + 3 ≤ k_max ≤ infinite_width.k_max = {study.k_max} (two degrees of each parity)")
+    elif isinstance(study, WidthConvergenceStudy):
+        resnet = study.architecture == "resnet"
+        if len(study.widths) < 2:
+            _fail(source, "infinite_width.widths", f"got {list(study.widths)}, allowed: at least two widths (for the slope)")
+        if study.alpha is not None and study.gamma is not None:
+            _fail(source, "infinite_width.alpha", "give either alpha or gamma for the residual scale, not both")
+        for name in ("alpha", "gamma"):
+            if getattr(study, name) is not None and not resnet:
+                _fail(source, f"infinite_width.{name}", "applies only to architecture resnet; allowed: remove it")
+        if resnet and study.depth == 0:
+            _fail(source, "infinite_width.depth", "got 0, allowed: depth ≥ 1 for resnet (ffnet allows 0)")
+        if resnet and study.branch == "one" and study.readout == "activation":
+            _fail(source, "infinite_width.readout", "got 'activation' with branch one (no covariance recursion); "
+                  "allowed: 'linear', or branch two")
+    return scn
 
 
 def _resolve_file_data(data: FileData, source: str, base_dir: Path) -> FileData:
@@ -723,6 +914,8 @@ def iter_fields(model: type[BaseModel] = Scenario, prefix: str = "") -> Iterable
         annotation = info.annotation
         if model is Scenario and name == "data":
             yield from dict.fromkeys(f"data.{field}" for kind in DATA_KINDS.values() for field in kind.model_fields)
+        elif model is Scenario and name == "infinite_width":
+            yield from dict.fromkeys(f"{name}.{field}" for study in STUDIES.values() for field in study.model_fields)
         elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
             yield from iter_fields(annotation, f"{prefix}{name}.")
         else:
@@ -732,6 +925,7 @@ def iter_fields(model: type[BaseModel] = Scenario, prefix: str = "") -> Iterable
 __all__ = [
     "Cell",
     "DATA_KINDS",
+    "STUDIES",
     "SWEEP_DIMS",
     "Scenario",
     "ScenarioError",

@@ -68,6 +68,9 @@ def simulate(
 ) -> xr.Dataset:
     """Run every cell of ``scenario`` and combine them into one Dataset.
 
+    A scenario of ``kind: infinite_width`` runs its one study instead
+    (:func:`nth_dynamics.infinite_width.simulate_study`; nothing to cache).
+
     Args:
         scenario: from :func:`~nth_dynamics.load_scenario`.
         cache_dir: if given, each finished cell is written there as
@@ -81,6 +84,10 @@ def simulate(
             ``memory_budget_gb`` (checked for every cell before any runs).
         SolverError: an ODE solve failed.
     """
+    if scenario.kind == "infinite_width":
+        from .infinite_width import simulate_study
+
+        return simulate_study(scenario, progress=progress, command=command)
     progress = progress or Progress()
     cells = scenario.cells()
     unique = list({cell.id: cell for cell in cells}.values())
