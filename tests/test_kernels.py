@@ -64,8 +64,9 @@ def test_higher_orders_are_finite_differences_along_the_gradients(r, model, towe
     gradients = jax.vmap(jax.grad(lambda p, x: rebuild(p)(x)), in_axes=(None, 0))(flat, x_train)
     step = 1e-4 / float(jnp.max(jnp.linalg.norm(gradients, axis=1)))
     for b in (0, len(x_train) - 1):
+        # the order-4 tower at the shifted parameters reuses the fixture's compilation
         shifted = [
-            nd.kernel_tower(rebuild(flat + sign * step * gradients[b]), x_train, r - 1, x_eval)[-1]
+            nd.kernel_tower(rebuild(flat + sign * step * gradients[b]), x_train, 4, x_eval)[r - 3]
             for sign in (1, -1)
         ]
         central_difference = (shifted[0] - shifted[1]) / (2 * step)
@@ -88,8 +89,8 @@ def test_k4_is_not_symmetric_in_its_last_two_indices(tower, small_problem):
 def test_eval_rows_equal_the_tower_on_the_union(model, tower, small_problem):
     x_train, _, x_eval = small_problem
     n = len(x_train)
-    union = nd.kernel_tower(model, x_eval, 4)  # every point a training direction
-    for r, (kernel, full) in enumerate(zip(tower, union), start=2):
+    union = nd.kernel_tower(model, x_eval, 3)  # every point a training direction
+    for r, (kernel, full) in enumerate(zip(tower[:2], union), start=2):
         trailing = (slice(None),) + (slice(0, n),) * (r - 1)
         assert relative_error(kernel, full[trailing]) <= 1e-12
 
@@ -97,8 +98,8 @@ def test_eval_rows_equal_the_tower_on_the_union(model, tower, small_problem):
 def test_direction_chunking_does_not_change_the_tower(small_problem):
     x_train, _, x_eval = small_problem
     model = MODELS["resnet two-matrix tanh"](jax.random.key(7))
-    tower = nd.kernel_tower(model, x_train, 4, x_eval)
-    chunked = nd.kernel_tower(model, x_train, 4, x_eval, batch_size=2)
+    tower = nd.kernel_tower(model, x_train, 3, x_eval)
+    chunked = nd.kernel_tower(model, x_train, 3, x_eval, batch_size=2)
     for kernel, reference in zip(chunked, tower):
         assert relative_error(kernel, reference) <= 1e-12
 
