@@ -111,19 +111,7 @@ def _solve_nth(tower, f0, y_train, ts, solver, rtol, atol, max_steps, save_state
         ntk = state[1] if len(state) > 1 else frozen
         return (state[0], ntk, state) if save_state else (state[0], ntk)
 
-    solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
-        solver,
-        t0=0.0,
-        t1=ts[-1],
-        dt0=None,
-        y0=state0,
-        args=frozen,
-        saveat=diffrax.SaveAt(ts=ts, fn=save),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-        throw=False,
-    )
+    solution = integrate(vector_field, state0, frozen, ts, save, solver, rtol, atol, max_steps)
     saved = solution.ys
     return Trajectory(
         ts=ts,
@@ -131,6 +119,27 @@ def _solve_nth(tower, f0, y_train, ts, solver, rtol, atol, max_steps, save_state
         ntk=saved[1],
         stats=solver_stats(solution),
         kernels=saved[2] if save_state else None,
+    )
+
+
+def integrate(vector_field, y0, args, ts, save, solver, rtol, atol, max_steps, norm=None) -> diffrax.Solution:
+    """Diffrax from t = 0 to ts[-1] with a PID step-size controller (error in
+    ``norm``, Diffrax's RMS norm by default), saving ``save(t, y, args)`` at
+    ``ts``; failures are reported in ``solution.result``, not raised, so that
+    vmapped batches can be checked afterwards (:func:`check_solution`)."""
+    controller = diffrax.PIDController(rtol=rtol, atol=atol, **({} if norm is None else {"norm": norm}))
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field),
+        solver,
+        t0=0.0,
+        t1=ts[-1],
+        dt0=None,
+        y0=y0,
+        args=args,
+        saveat=diffrax.SaveAt(ts=ts, fn=save),
+        stepsize_controller=controller,
+        max_steps=max_steps,
+        throw=False,
     )
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
-from .hierarchy import SOLVERS, Trajectory, _solver, check_solution, solver_stats
+from .hierarchy import SOLVERS, Trajectory, _solver, check_solution, integrate, solver_stats
 from .kernels import kernel_tower
 from .networks import trained_filter
 
@@ -70,18 +70,7 @@ def _gradient_flow(model, filter_spec, x_train, y_train, ts, x_eval, solver, rto
     def save(t, params, args):
         return _outputs_and_ntk(eqx.combine(params, static), filter_spec, x_train, x_eval)
 
-    solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
-        solver,
-        t0=0.0,
-        t1=ts[-1],
-        dt0=None,
-        y0=params0,
-        saveat=diffrax.SaveAt(ts=ts, fn=save),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, norm=l2_norm),
-        max_steps=max_steps,
-        throw=False,
-    )
+    solution = integrate(vector_field, params0, None, ts, save, solver, rtol, atol, max_steps, norm=l2_norm)
     f, ntk = solution.ys
     return Trajectory(ts=ts, f=f, ntk=ntk, stats=solver_stats(solution))
 
