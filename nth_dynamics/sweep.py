@@ -38,8 +38,9 @@ SOLVER_STAGES = {"tsit5": 7, "dopri5": 7, "dopri8": 13, "heun": 2, "bosh3": 4, "
 """Vector-field evaluations kept per step (the memory of a Runge–Kutta step)."""
 IMPLICIT_SOLVERS = {"kvaerno5"}
 
-FLOPS_PER_SECOND = 2e9
-"""Assumed sustained throughput of the rough time estimate (one CPU core)."""
+FLOPS_PER_SECOND = 2e10
+"""Sustained throughput of the rough time estimate: two CPU cores, BLAS-bound
+(calibrated on scenarios/ffnet_width_to_4096.yaml: 10 min measured, 13 estimated)."""
 COMPILE_SECONDS = 5.0
 """Assumed compilation time of one stage (dominant for small cells)."""
 
@@ -324,7 +325,11 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
     if reference["method"] == "gradient_descent":
         ref_solver = 2 * n_trained * itemsize
     else:
-        ref_solver = _solver_copies(reference["solver"], n_trained) * itemsize
+        # Runge–Kutta stages plus ~8 more parameter-sized buffers (the
+        # controller's previous state and error estimate, the loss gradient and
+        # XLA temporaries): measured ~22 copies per seed for an FFNet of width
+        # 4096, where stages alone counted 10
+        ref_solver = (_solver_copies(reference["solver"], n_trained) + 8 * n_trained) * itemsize
     ref_ntk = tower_bytes(n_eval, n, 2, n_trained, activations=activations, itemsize=itemsize)
     saved = (len(orders) + 1) * n_saves * n_eval * (1 + n) * itemsize
     per_seed = {  # one network's share of each part
