@@ -502,8 +502,9 @@ def _provenance(ds: xr.Dataset, call: str) -> xr.Dataset:
 
 
 def _save_figure(fig, stem: Path) -> list[Path]:
-    """PNG and SVG next to each other, each written to a temporary name and
-    renamed into place (atomic, like the Datasets)."""
+    """Lay out and close ``fig`` after writing it as PNG and SVG next to each
+    other, each to a temporary name renamed into place (atomic, like the Datasets)."""
+    fig.tight_layout()
     paths = []
     for suffix in (".png", ".svg"):
         path = stem.with_suffix(suffix)
@@ -517,6 +518,7 @@ def _save_figure(fig, stem: Path) -> list[Path]:
             Path(temporary).unlink(missing_ok=True)
             raise
         paths.append(path)
+    _pyplot().close(fig)
     return paths
 
 
@@ -550,10 +552,7 @@ def plot_kernel_shapes(ds: xr.Dataset, stem: Path, show_depths: Iterable[int] = 
     ax.axhline(0.25, color="grey", lw=0.7, ls=":")
     ax.set(title="ρ = 0.5", xlabel="depth L", ylabel="Θ_L(0.5) / Θ_L(1)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths = _save_figure(fig, stem)
-    plt.close(fig)
-    return paths
+    return _save_figure(fig, stem)
 
 
 def plot_generalization(datasets: Sequence[xr.Dataset], stem: Path, flow_time: float = 100.0) -> list[Path]:
@@ -574,10 +573,7 @@ def plot_generalization(datasets: Sequence[xr.Dataset], stem: Path, flow_time: f
                 ax.axhline(ds.attrs["majority_class_test_error"], color="grey", ls=":", lw=0.8)
             ax.set(xlabel="depth L", ylabel=label, title=f"{ds.attrs['task']} (dashed: flow t = {flow_time:g})")
         axes[0, column].legend(fontsize=7)
-    fig.tight_layout()
-    paths = _save_figure(fig, stem)
-    plt.close(fig)
-    return paths
+    return _save_figure(fig, stem)
 
 
 def plot_spectra(ds: xr.Dataset, stem: Path, smooth: xr.Dataset | None = None) -> list[Path]:
@@ -599,10 +595,7 @@ def plot_spectra(ds: xr.Dataset, stem: Path, smooth: xr.Dataset | None = None) -
         ax.loglog(k, anchor * (k / k_anchor) ** (-float(d)), color="grey", lw=2, alpha=0.4, label=f"k^-{d}")
         ax.set(title=f"S^{d - 1} (d = {d})", xlabel="degree k", ylabel="μ_k", ylim=(1e-14, 1))
     axes[0, 0].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    paths = _save_figure(fig, stem)
-    plt.close(fig)
-    return paths
+    return _save_figure(fig, stem)
 
 
 def plot_width_convergence(datasets: Sequence[xr.Dataset], stem: Path) -> list[Path]:
@@ -619,10 +612,7 @@ def plot_width_convergence(datasets: Sequence[xr.Dataset], stem: Path) -> list[P
     ax.loglog(w, datasets[0].mean_deviation.values[0] * (w / w[0]) ** -0.5, color="grey", lw=2, alpha=0.4, label="width^-1/2")
     ax.set(xlabel="width m", ylabel="‖K2₀ − Θ∞‖_F / ‖Θ∞‖_F", title="finite networks → infinite-width NTK")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths = _save_figure(fig, stem)
-    plt.close(fig)
-    return paths
+    return _save_figure(fig, stem)
 
 
 def time_large_kernels(n: int = 1000, depth: int = 1000, d: int = 10) -> dict[str, float]:
