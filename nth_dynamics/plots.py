@@ -276,7 +276,7 @@ def error_vs_width(ds: xr.Dataset, fits: xr.Dataset, variable: str = "truncation
                 color = _color(line, k)
                 name = line.get("architecture", "seed mean (bars: range)")
                 _draw_series(ax, _sel(values, selection), _sel(fit_all, selection), color, name)
-            _log_axes(ax, "width m", f"E_{order}(t = {float(ds.time[-1]):g})", floor, ds["width"].values,
+            _log_axes(ax, "width m", f"E_{order}({_t(ds)} = {float(ds.time[-1]):g})", floor, ds["width"].values,
                       legend_title=SLOPES_LEGEND)
             ax.set_title(f"p = {order}" + (f"; {_label(row)}" if row else ""), fontsize=9)
     which = "training" if variable == "truncation_error" else "test"
@@ -287,6 +287,11 @@ def error_vs_width(ds: xr.Dataset, fits: xr.Dataset, variable: str = "truncation
 def error_vs_width_test_points(ds: xr.Dataset, fits: xr.Dataset):
     """:func:`error_vs_width` of the test-point error (None without test points)."""
     return error_vs_width(ds, fits, "test_error")
+
+
+def _t(ds: xr.Dataset) -> str:
+    """The symbol of the time coordinate: t, or τ = t·λ_min/n (``time.unit: n_over_lambda_min``)."""
+    return "τ" if "time_scale" in ds else "t"
 
 
 def width_slope_vs_time(ds: xr.Dataset, fits: xr.Dataset):
@@ -310,7 +315,7 @@ def width_slope_vs_time(ds: xr.Dataset, fits: xr.Dataset):
             if (times > 0).sum() > 2 and times[times > 0].max() / times[times > 0].min() > 50:
                 ax.set_xscale("log")
                 ax.set_xlim(0.8 * times[times > 0].min(), 1.25 * times.max())  # every panel spans the decades
-            ax.set_xlabel("time t")
+            ax.set_xlabel(f"time {_t(ds)}")
             ax.set_ylabel(f"slope of log E_{order} in log m")
             ax.set_title(f"p = {order}" + (f"; {_label(row)}" if row else ""), fontsize=9)
             ax.grid(True, alpha=0.3)
@@ -349,7 +354,7 @@ def error_vs_time(ds: xr.Dataset, fits: xr.Dataset):
                 small = t[t <= max(analysis.SMALL_TIME, t[anchor])]
                 ax.plot(small, reference[anchor] * (small / t[anchor]) ** order, "k--", lw=1, label=f"∝ t^{order}")
             finite = mean.values[np.isfinite(mean.values) & (mean.values > 0)]
-            if _log_axes(ax, "time t", f"E_{order}(t)", floor, columns=2) and floor > 0 and finite.size:
+            if _log_axes(ax, f"time {_t(ds)}", f"E_{order}({_t(ds)})", floor, columns=2) and floor > 0 and finite.size:
                 ax.set_ylim(bottom=max(floor / 10, finite.min() / 2))
             ax.set_title(f"p = {order}" + (f"; {_label(row)}" if row else ""), fontsize=9)
     figure.suptitle(f"Truncation error against time (seed geometric mean){note}", fontsize=10)
@@ -399,7 +404,7 @@ def ntk_drift_vs_width(ds: xr.Dataset, fits: xr.Dataset):
                     values = _sel(ds["ntk_drift_nth"].isel(time=-1), {**selection, "order": order})
                     fit = _sel(nth, {**selection, "order": order})
                     _draw_series(ax, values, fit, f"C{k + 1}", f"NTH p = {order}")
-            ylabel = f"‖K2(t) − K2(0)‖∞ at t = {float(ds.time[-1]):g}"
+            ylabel = f"‖K2(t) − K2(0)‖∞ at {_t(ds)} = {float(ds.time[-1]):g}"
             _log_axes(ax, "width m", ylabel, floor, ds["width"].values, legend_title=SLOPES_LEGEND)
             ax.set_title(_label(selection) if selection else "", fontsize=9)
     figure.suptitle(f"NTK drift against width{note}", fontsize=10)
@@ -455,7 +460,7 @@ def resnet_vs_ffnet(ds: xr.Dataset, fits: xr.Dataset):
             ax.plot(ds["width"], _sel(ratio, {**line, "order": order}), "o-", ms=4, color=f"C{k % 10}",
                     label=_label(line) if line else "FFNet / ResNet")
         ax.axhline(1.0, color="k", lw=0.8)
-        _log_axes(ax, "width m", f"E_{order} FFNet / E_{order} ResNet at t = {float(ds.time[-1]):g}",
+        _log_axes(ax, "width m", f"E_{order} FFNet / E_{order} ResNet at {_t(ds)} = {float(ds.time[-1]):g}",
                   ticks=ds["width"].values)
         ax.set_title(f"p = {order}", fontsize=9)
     figure.suptitle("FFNet over ResNet truncation error (seed geometric means)", fontsize=10)
@@ -499,7 +504,10 @@ def markdown_report(
         f"- result: `{result_path}` (git commit {ds.attrs.get('git_commit', 'unknown')})",
         f"- widths: {', '.join(str(w) for w in ds['width'].values.tolist())}; seeds: {seeds}; "
         f"orders p: {', '.join(str(p) for p in ds['order'].values.tolist())}; save times: {ds.sizes['time']} "
-        f"up to t1 = {t1:g}",
+        f"up to {_t(ds)}1 = {t1:g}",
+        *([f"- times τ in units of n/λ_min(K2₀) of each seed (τ = t·λ_min/n, `time.unit: n_over_lambda_min`): "
+           f"n/λ_min from {float(ds['time_scale'].min()):.3g} to {float(ds['time_scale'].max()):.3g}"]
+          if "time_scale" in ds else []),
         *(f"- {dim}: {', '.join(_value(v) for v in np.atleast_1d(ds[dim].values).tolist())}"
           for dim in FACET_DIMS if dim in ds.coords),
         f"- reference: {scenario.get('reference', {}).get('method', '?')}; solver floor (left out of the fits): "

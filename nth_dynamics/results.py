@@ -53,8 +53,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "nth_num_rejected_steps": ("rejected solver steps of the NTH solve", "1"),
     "ref_num_steps": ("steps of the reference (solver steps or descent steps)", "1"),
     "ref_num_rejected_steps": ("rejected solver steps of the reference", "1"),
+    "time_scale": ("gradient-flow time per unit of the time coordinate: n / lambda_min", "1"),
 }
 """Variable name → (CF long_name, CF units); "1" is dimensionless."""
+
+SCALED_TIME = "gradient-flow time in units of n / lambda_min(K2 at t = 0) of each seed (times time_scale: the time t)"
 
 COORDINATES: dict[str, tuple[str, str]] = {
     "width": ("network width m", "1"),
@@ -89,6 +92,7 @@ def cell_dataset(
     ntk_ref: np.ndarray,
     ref_stats: Mapping[str, np.ndarray],
     save_kernels: bool,
+    time_scale: np.ndarray | None = None,
     attrs: Mapping[str, Any],
 ) -> xr.Dataset:
     """The Dataset of one cell, all seeds (dims seed, order, time, point,
@@ -97,7 +101,9 @@ def cell_dataset(
     Shapes: ``f_nth`` (seed, order, time, point), ``ntk_nth`` (seed, order,
     time, point, train_point), ``f_ref`` (seed, time, point), ``ntk_ref``
     (seed, time, point, train_point), ``tower0[r − 2]`` (seed, point, train_point, …),
-    solver statistics (seed, order) and (seed,).
+    solver statistics (seed, order) and (seed,). ``time_scale`` (seed,): the
+    gradient-flow time per unit of ``ts`` when the save times are in units
+    of n/λ_min (``time.unit: n_over_lambda_min``), else None.
     """
     n = y_train.shape[0]
     y = np.concatenate([y_train, y_test])
@@ -124,6 +130,8 @@ def cell_dataset(
         "ref_num_steps": (("seed",), ref_stats["num_steps"]),
         "ref_num_rejected_steps": (("seed",), ref_stats["num_rejected_steps"]),
     }
+    if time_scale is not None:
+        data_vars["time_scale"] = (("seed",), np.asarray(time_scale, dtype=np.float64))
     if save_kernels:
         data_vars["ntk_nth"] = (("seed", "order", "time", "point", "train_point"), ntk_nth)
         data_vars["ntk_ref"] = (("seed", "time", "point", "train_point"), ntk_ref)
@@ -159,6 +167,8 @@ def annotate(ds: xr.Dataset) -> xr.Dataset:
     for name, (long_name, units) in {**VARIABLES, **COORDINATES}.items():
         if name in ds.variables:
             ds[name].attrs.update(long_name=long_name, units=units)
+    if "time_scale" in ds and "time" in ds.coords:  # time.unit: n_over_lambda_min
+        ds["time"].attrs.update(long_name=SCALED_TIME)
     return ds
 
 

@@ -236,6 +236,12 @@ class Time(_Section):
     spacing: Literal["linear", "log"] = "linear"
     t_min: PositiveFloat | None = None
     """First nonzero save time of a log grid (default t1/1000); 0 is always saved."""
+    unit: Literal["t", "n_over_lambda_min"] = "t"
+    """What the save times count. ``t``: gradient-flow time of the 1/(2n) loss.
+    ``n_over_lambda_min``: multiples of n/λ_min(K2₀) of each seed's network, the
+    time scale on which training converges (HY Cor. 2.5): every seed then runs
+    to its own gradient-flow time, kept as the output's ``time_scale``. For
+    comparing n or architectures at equal progress of training."""
 
 
 def _output_suffix(path: str | None) -> str | None:
@@ -512,7 +518,8 @@ class Scenario(_Section):
             "network": network,
             "hierarchy": self.hierarchy.model_dump(mode="json"),
             "reference": self.reference.model_dump(mode="json"),
-            "time": self.time.model_dump(mode="json"),
+            # the default unit is left out so that the ids of cells made before it existed still hold
+            "time": self.time.model_dump(mode="json", exclude={"unit"} if self.time.unit == "t" else None),
             "save_kernels": self.output.save_kernels,
             "memory_budget_gb": self.memory_budget_gb,
         }
@@ -786,6 +793,13 @@ def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:
             )
     elif ref.lr is not None:
         _fail(source, "reference.lr", "applies only to method gradient_descent; allowed: remove it (null)")
+    if time.unit == "n_over_lambda_min" and ref.method == "gradient_descent":
+        _fail(
+            source,
+            "time.unit",
+            "n_over_lambda_min gives every seed its own gradient-flow time, which fixed descent steps cannot follow; "
+            "allowed: 't' with gradient_descent, or reference.method gradient_flow",
+        )
     if time.t_min is not None:
         if time.spacing != "log":
             _fail(source, "time.t_min", "applies only to spacing log; allowed: remove it")

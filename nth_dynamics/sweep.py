@@ -167,9 +167,9 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
     results = [
         _run_seed_batch(cell, data, batch, ts, estimate["batch_size"], stage, dtype) for batch in batches
     ]
-    tower, nth, ref = (
+    tower, nth, ref, time_scale = (
         jax.tree.map(lambda *parts: np.concatenate(parts), *[result[i] for result in results])
-        for i in range(3)
+        for i in range(4)
     )
     orders = hierarchy["orders"]
 
@@ -190,6 +190,7 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
         f_ref=np.asarray(ref.f),
         ntk_ref=np.asarray(ref.ntk),
         ref_stats={key: np.asarray(ref.stats[key]) for key in ("num_steps", "num_rejected_steps")},
+        time_scale=time_scale if spec["time"].get("unit", "t") != "t" else None,
         save_kernels=spec["save_kernels"],
         attrs={"cell_id": cell.id, "cell_spec": json.dumps(spec, sort_keys=True), "stage_wall_times": json.dumps(wall)},
     )
@@ -197,7 +198,9 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
 
 def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, stage, dtype):
     """Tower, NTH solves and reference of one batch of seeds, vmapped as one
-    computation; returns (tower, [trajectory per order], reference) as numpy."""
+    computation; returns (tower, [trajectory per order], reference, time
+    scale per seed) as numpy. The save times ``ts`` are multiplied by each
+    seed's time scale (1, or n/λ_min(K2₀) for ``time.unit: n_over_lambda_min``)."""
     spec = cell.spec
     network, hierarchy, reference = spec["network"], spec["hierarchy"], spec["reference"]
     with stage("data"):
@@ -210,6 +213,8 @@ def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, sta
         tower, f0 = jax.block_until_ready(
             _initial_tower(ensemble, data.x_train, x_eval, max(hierarchy["orders"]), batch_size)
         )
+    time_scale = _time_scale(tower[0], spec["time"].get("unit", "t"), cell, seeds)
+    ts = jnp.asarray(time_scale, dtype)[:, None] * ts[None, :]  # (seed, time): physical save times per seed
     nth = []
     for p in hierarchy["orders"]:
         with stage(f"NTH p={p}"):
@@ -233,7 +238,24 @@ def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, sta
             )
         ref = jax.block_until_ready(ref)
         _check(ref, "reference", cell)
-    return jax.tree.map(np.asarray, (tower, nth, ref))
+    return jax.tree.map(np.asarray, (tower, nth, ref, time_scale))
+
+
+def _time_scale(ntk0, unit: str, cell: Cell, seeds: Sequence[int]) -> np.ndarray:
+    """Gradient-flow time per unit of the save times, per seed: 1, or
+    n/λ_min of the training block of K2₀ (``ntk0``: seed, point, train_point)."""
+    if unit == "t":
+        return np.ones(len(seeds))
+    k = np.asarray(ntk0)[:, : ntk0.shape[-1], :]
+    lam = np.linalg.eigvalsh(0.5 * (k + np.swapaxes(k, -1, -2)))[:, 0]
+    if not np.all(lam > 0):
+        seed = seeds[int(np.argmin(lam))]
+        raise SolverError(
+            f"cell {cell.id} ({cell.label()}): time.unit n_over_lambda_min needs a positive definite K2₀, "
+            f"but seed {seed} has λ_min = {lam.min():.3g} (repeated or degenerate training points?); "
+            "use time.unit 't'"
+        )
+    return ntk0.shape[-1] / lam
 
 
 def data_key(seed: int) -> jax.Array:
@@ -272,20 +294,20 @@ def _initial_tower(ensemble, x_train, x_eval, order: int, batch_size: int):
 
 @eqx.filter_jit
 def _solve_nth_batch(tower, f0, y_train, ts, solver: str, rtol: float, atol: float, max_steps: int):
-    def one(kernels, f):
+    def one(kernels, f, ts):
         return solve_nth(kernels, f, y_train, ts, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps)
 
-    return eqx.filter_vmap(one)(tower, f0)
+    return eqx.filter_vmap(one)(tower, f0, ts)
 
 
 @eqx.filter_jit
 def _gradient_flow_batch(ensemble, x_train, y_train, ts, x_eval, solver: str, rtol: float, atol: float, max_steps: int):
-    def one(model):
+    def one(model, ts):
         return gradient_flow(
             model, x_train, y_train, ts, x_eval, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps
         )
 
-    return eqx.filter_vmap(one)(ensemble)
+    return eqx.filter_vmap(one)(ensemble, ts)
 
 
 @eqx.filter_jit

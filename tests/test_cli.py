@@ -122,6 +122,8 @@ CLI_BAD_INPUTS = [
     ("data: {kind: file, path: missing.npz}", [], "data.path"),
     ("network: {width: 8.5}", [], "network.width: got 8.5"),
     ("time: {spacing: quadratic}", [], "time.spacing: got 'quadratic'"),
+    ("reference: {method: gradient_descent, lr: 0.125}\ntime: {t1: 0.5, n_saves: 3, unit: n_over_lambda_min}", [], "time.unit: n_over_lambda_min gives every seed"),
+    ("time: {unit: seconds}", [], "time.unit: got 'seconds', allowed: 't' or 'n_over_lambda_min'"),
     ("hierarchy: {rtol: -1.0}", [], "hierarchy.rtol: got -1.0"),
     ("data: {n_test: -2}", [], "data.n_test: got -2"),
     ("", ["--set", "network.depth"], "not of the form key=value"),
