@@ -106,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file")
     simulate.add_argument("-o", "--output", metavar="OUT", help="result path (.nc or .zarr); default output.path, "
                           "else results/<name>.nc")
+    simulate.add_argument(
+        "--cells", metavar="DIR",
+        help="keep finished cells in DIR, also after success (default: OUT.cells/, removed at the end); "
+        "processes running parts of one sweep (e.g. --set network.architecture=[ffnet]) can share DIR, "
+        "and a run of the whole scenario with the same DIR then only combines them",
+    )
     _add_set(simulate)
     simulate.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     simulate.set_defaults(run=_simulate)
@@ -153,7 +159,7 @@ def _simulate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
         overrides.append(f"output.path={json.dumps(args.output)}")
     scenario = load_scenario(args.scenario, overrides)
     output = scenario.output_path()
-    cache = output.with_name(output.name + ".cells")
+    cache = Path(args.cells) if args.cells else output.with_name(output.name + ".cells")
     progress = SweepProgress() if args.quiet else RichProgress(err)
     started = time.perf_counter()
     command = "nth-dynamics " + " ".join(shlex.quote(a) for a in argv)
@@ -168,7 +174,8 @@ def _simulate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
             err.print(f"error: {scenario.source}: {error}{kept}", markup=False)
             return EXIT_FAILED
         raise
-    shutil.rmtree(cache, ignore_errors=True)
+    if not args.cells:
+        shutil.rmtree(cache, ignore_errors=True)
     if not args.quiet:
         cells = len(json.loads(ds.attrs["cells"]))
         err.print(f"wrote {output} ({cells} cell{'s' * (cells != 1)}, {time.perf_counter() - started:.1f} s)", markup=False)

@@ -100,6 +100,20 @@ def test_an_interrupted_sweep_resumes_from_its_finished_cells(tiny, tmp_path, mo
         xr.testing.assert_allclose(resumed.drop_attrs(), complete.drop_attrs(), rtol=1e-12, atol=1e-14)
 
 
+def test_parts_of_a_sweep_share_a_cells_directory_and_the_whole_only_combines(tiny, tmp_path, monkeypatch):
+    scenario_path, result = tiny
+    cells = tmp_path / "shared.cells"
+    for width in (4, 6):  # e.g. two processes, one per width
+        part = ["simulate", str(scenario_path), "--set", f"network.width=[{width}]", "--cells", str(cells), "--quiet"]
+        assert main([*part, "-o", str(tmp_path / f"part{width}.nc")]) == 0
+    assert len(list(cells.glob("*.nc"))) == 2  # kept after success
+    monkeypatch.setattr(sweep, "run_cell", lambda *a, **k: pytest.fail("a cell ran again"))
+    whole = tmp_path / "whole.nc"
+    assert main(["simulate", str(scenario_path), "--cells", str(cells), "-o", str(whole), "--quiet"]) == 0
+    with xr.open_dataset(result) as complete, xr.open_dataset(whole) as combined:
+        xr.testing.assert_allclose(combined.drop_attrs(), complete.drop_attrs(), rtol=1e-12, atol=1e-14)
+
+
 def test_simulate_refuses_a_cell_above_the_memory_budget_before_running(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sweep, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
     path = tmp_path / "big.yaml"
