@@ -377,6 +377,11 @@ def tolerance_widths(
         ``_high`` (bootstrap over seeds), ``tolerance``; with ``n_train``:
         ``n_exponent`` (slope of log m* against log n over the n where m* is
         bracketed), ``n_exponent_low`` / ``_high``, ``n_exponent_points``.
+        The same with the suffix ``_fit`` for the width at which the power
+        law fitted to the seed-mean error over all widths reaches the
+        tolerance: defined for every series, also where the crossing lies
+        outside the swept widths (the width a tolerance needs can grow like
+        n³, faster than any sweep's range), at the price of extrapolating.
     """
     if "seed" not in error.dims:
         error = error.expand_dims("seed")
@@ -393,36 +398,50 @@ def tolerance_widths(
     mean = np.where(point_valid, log_error.mean(axis=-1), np.nan)
     counts = resample_counts(samples, resamples, seed)
     boot = np.where(point_valid, np.moveaxis(log_error @ counts.T / samples, -1, 0), np.nan)
-    width = _crossing(log_width, mean, log_tolerance)
-    boot_width = _crossing(log_width, boot, log_tolerance)
-    low, high = _interval(boot_width, confidence) if samples > 1 else (np.full_like(width, np.nan),) * 2
+    level = f"{100 * confidence:g} %"
 
     def variable(array, long_name, template=series):
         return template.copy(data=array).assign_attrs(long_name=long_name, units="1")
 
-    level = f"{100 * confidence:g} %"
-    out = xr.Dataset(
-        {
-            "width_at_tolerance": variable(width, "width at which the seed-mean error first falls to the tolerance"),
-            "width_at_tolerance_low": variable(low, f"lower end of its {level} bootstrap interval"),
-            "width_at_tolerance_high": variable(high, f"upper end of its {level} bootstrap interval"),
-            "tolerance": tolerance.assign_attrs(long_name="error tolerance", units="1"),
-        }
-    )
-    if "n_train" in series.dims and series.sizes["n_train"] > 1:
-        axis = series.dims.index("n_train")
-        log_n = np.log(series["n_train"].values.astype(float))
-        log_m = np.log(np.moveaxis(width, axis, -1))
-        log_m_boot = np.log(np.moveaxis(boot_width, axis + 1, -1))
-        exponent, _ = _least_squares(log_n, np.nan_to_num(log_m), np.isfinite(log_m))
-        boot_exponent, _ = _least_squares(log_n, np.nan_to_num(log_m_boot), np.isfinite(log_m_boot))
-        e_low, e_high = _interval(boot_exponent, confidence) if samples > 1 else (np.full_like(exponent, np.nan),) * 2
-        reduced = series.isel(n_train=0, drop=True)
-        out["n_exponent"] = variable(exponent, "fitted exponent of the width at tolerance in n", reduced)
-        out["n_exponent_low"] = variable(e_low, f"lower end of its {level} bootstrap interval", reduced)
-        out["n_exponent_high"] = variable(e_high, f"upper end of its {level} bootstrap interval", reduced)
-        out["n_exponent_points"] = variable(np.isfinite(log_m).sum(axis=-1), "values of n in the fit", reduced)
+    out = xr.Dataset({"tolerance": tolerance.assign_attrs(long_name="error tolerance", units="1")})
+    how = {
+        "": ("first falls to the tolerance (interpolated between the swept widths)", _crossing),
+        "_fit": ("reaches the tolerance on the power law fitted over all widths (extrapolated beyond them)",
+                 _fitted_crossing),
+    }
+    for suffix, (meaning, crossing) in how.items():
+        width = crossing(log_width, mean, log_tolerance)
+        boot_width = crossing(log_width, boot, log_tolerance)
+        low, high = _interval(boot_width, confidence) if samples > 1 else (np.full_like(width, np.nan),) * 2
+        name = f"width_at_tolerance{suffix}"
+        out[name] = variable(width, f"width at which the seed-mean error {meaning}")
+        out[f"{name}_low"] = variable(low, f"lower end of its {level} bootstrap interval")
+        out[f"{name}_high"] = variable(high, f"upper end of its {level} bootstrap interval")
+        if "n_train" in series.dims and series.sizes["n_train"] > 1:
+            axis = series.dims.index("n_train")
+            log_n = np.log(series["n_train"].values.astype(float))
+            log_m = np.log(np.moveaxis(width, axis, -1))
+            log_m_boot = np.log(np.moveaxis(boot_width, axis + 1, -1))
+            exponent, _ = _least_squares(log_n, np.nan_to_num(log_m), np.isfinite(log_m))
+            boot_exponent, _ = _least_squares(log_n, np.nan_to_num(log_m_boot), np.isfinite(log_m_boot))
+            e_low, e_high = (_interval(boot_exponent, confidence) if samples > 1
+                             else (np.full_like(exponent, np.nan),) * 2)
+            reduced = series.isel(n_train=0, drop=True)
+            out[f"n_exponent{suffix}"] = variable(exponent, f"fitted exponent in n of {name}", reduced)
+            out[f"n_exponent{suffix}_low"] = variable(e_low, f"lower end of its {level} bootstrap interval", reduced)
+            out[f"n_exponent{suffix}_high"] = variable(e_high, f"upper end of its {level} bootstrap interval", reduced)
+            out[f"n_exponent{suffix}_points"] = variable(np.isfinite(log_m).sum(axis=-1), "values of n in the fit",
+                                                         reduced)
     return out
+
+
+def _fitted_crossing(log_width: np.ndarray, log_error: np.ndarray, log_tolerance: np.ndarray) -> np.ndarray:
+    """Width at which the power law fitted to log_error (…, width) against
+    log_width reaches log_tolerance (…); NaN unless the law falls."""
+    valid = np.isfinite(log_error)
+    slope, intercept = _least_squares(log_width, np.where(valid, log_error, 0.0), valid)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return np.where(slope < 0, np.exp((log_tolerance - intercept) / slope), np.nan)
 
 
 # ----------------------------------------------------------------------------- everything

@@ -432,12 +432,20 @@ def resnet_vs_ffnet(ds: xr.Dataset, fits: xr.Dataset):
                 high = _sel(fits["width_at_tolerance_high"], selection).values
                 error = np.array([width.values - low, high - width.values])
                 error = np.where(np.isfinite(error) & (error >= 0), error, 0.0)
-                exponent = float(_sel(fits["n_exponent"], selection)) if "n_exponent" in fits else np.nan
+                fitted = "n_exponent_fit" in fits
+                key = "n_exponent_fit" if fitted else "n_exponent"
+                exponent = float(_sel(fits[key], selection)) if key in fits else np.nan
                 style = "-" if line.get("architecture") == "resnet" else "--"
                 label = _label(line) + (f": n^{exponent:.2f}" if np.isfinite(exponent) else "")
-                ax.errorbar(n, width.values, yerr=error, fmt="o" + style, ms=4, capsize=2, color=f"C{k % 10}",
+                color = f"C{k % 10}"
+                # markers: interpolated between swept widths; line: from the fitted power law
+                ax.errorbar(n, width.values, yerr=error, fmt="o" + ("" if fitted else style), ms=4, capsize=2,
+                            color=color, label=None if fitted else label)
+                if fitted:
+                    ax.plot(n, _sel(fits["width_at_tolerance_fit"], selection).values, style, color=color,
                             label=label)
-            finite = fits["width_at_tolerance"].sel(order=order).values
+            finite = fits["width_at_tolerance_fit" if "width_at_tolerance_fit" in fits
+                          else "width_at_tolerance"].sel(order=order).values
             finite = finite[np.isfinite(finite)]
             if finite.size:
                 anchor = np.exp(np.log(finite).mean())
@@ -447,8 +455,8 @@ def resnet_vs_ffnet(ds: xr.Dataset, fits: xr.Dataset):
             tolerance = float(fits["tolerance"].sel(order=order).max())
             _log_axes(ax, "training points n", f"width at max_t E_{order} = {tolerance:.0e}", ticks=n)
             ax.set_title(f"p = {order}", fontsize=9)
-        figure.suptitle("Width needed for a truncation-error tolerance against n (ResNet solid, FFNet dashed)",
-                        fontsize=10)
+        figure.suptitle("Width needed for a truncation-error tolerance against n (ResNet solid, FFNet dashed; "
+                        "lines: fitted power law, markers: interpolated)", fontsize=10)
         return figure
     mean = _geometric_mean(ds["truncation_error"].isel(time=-1))
     if not {"ffnet", "resnet"} <= set(ds["architecture"].values.tolist()):
@@ -636,32 +644,70 @@ def _time_section(ds, fits) -> list[str]:
 def _tolerance_section(ds, fits) -> list[str]:
     if "width_at_tolerance" not in fits:
         return []
-    width = fits["width_at_tolerance"]
-    n_values = fits["n_train"].values.tolist() if "n_train" in width.dims else []
-    series = _selections(width, [d for d in FACET_DIMS if d in width.dims and d != "n_train"])
-    header = ["series", "p", "tolerance", *(f"n = {n}" for n in n_values), "exponent in n", "interval"]
+    lines = []
+    ways = {
+        "": ("Width at which max_t E_p falls to a tolerance, interpolated",
+             "Interpolated in log–log between the bracketing widths (— : outside the swept widths)."),
+        "_fit": ("Width at which max_t E_p falls to a tolerance, from the fitted power law",
+                 "Where the fitted power law of the seed-mean max_t E_p against width reaches the tolerance: "
+                 "defined for every series, extrapolated beyond the swept widths."),
+    }
+    for suffix, (title, how) in ways.items():
+        name = f"width_at_tolerance{suffix}"
+        if name not in fits:
+            continue
+        width = fits[name]
+        n_values = fits["n_train"].values.tolist() if "n_train" in width.dims else []
+        series = _selections(width, [d for d in FACET_DIMS if d in width.dims and d != "n_train"])
+        header = ["series", "p", "tolerance", *(f"n = {n}" for n in n_values), "exponent in n", "interval"]
+        rows = []
+        for selection in series:
+            for order in fits["order"].values.tolist():
+                at = {**selection, "order": order}
+                values = np.atleast_1d(_sel(width, at).values)
+                cells = ["—" if not np.isfinite(v) else f"{v:.3g}" for v in values]
+                exponent, interval = "—", "—"
+                if f"n_exponent{suffix}" in fits:
+                    value = float(_sel(fits[f"n_exponent{suffix}"], at))
+                    low = float(_sel(fits[f"n_exponent{suffix}_low"], at))
+                    high = float(_sel(fits[f"n_exponent{suffix}_high"], at))
+                    exponent = "—" if not np.isfinite(value) else f"{value:.2f}"
+                    interval = "—" if not np.isfinite(value * low) else f"[{low:.2f}, {high:.2f}]"
+                tolerance = float(_sel(fits["tolerance"], at))
+                rows.append([_label(selection), str(order), f"{tolerance:.0e}", *cells, exponent, interval])
+        lines += [
+            f"## {title}",
+            "",
+            f"{how} The theory gives sufficient widths, not rates: m ≳ (n/λ)³ to train to zero loss (HY Cor. "
+            "2.5; cubic for ResNets, LLY), quartic in earlier fully connected bounds (MATH.md §4).",
+            "",
+            *_table(header, rows),
+            "",
+        ]
+    if "time_scale" in ds and "n_train" in ds.dims:
+        lines += _time_scale_section(ds)
+    return lines
+
+
+def _time_scale_section(ds) -> list[str]:
+    """The time scale n/λ_min (seed geometric mean) per series and n, with its exponent in n."""
+    scale = _geometric_mean(ds["time_scale"])
+    if "width" in scale.dims:
+        scale = scale.isel(width=-1)
+    n = ds["n_train"].values.astype(float)
+    series = _selections(scale, [d for d in FACET_DIMS if d in scale.dims and d != "n_train"])
     rows = []
     for selection in series:
-        for order in fits["order"].values.tolist():
-            at = {**selection, "order": order}
-            values = np.atleast_1d(_sel(width, at).values)
-            cells = ["—" if not np.isfinite(v) else f"{v:.0f}" for v in values]
-            exponent, interval = "—", "—"
-            if "n_exponent" in fits:
-                value = float(_sel(fits["n_exponent"], at))
-                low, high = float(_sel(fits["n_exponent_low"], at)), float(_sel(fits["n_exponent_high"], at))
-                exponent = "—" if not np.isfinite(value) else f"{value:.2f}"
-                interval = "—" if not np.isfinite(value * low) else f"[{low:.2f}, {high:.2f}]"
-            tolerance = float(_sel(fits["tolerance"], at))
-            rows.append([_label(selection), str(order), f"{tolerance:.0e}", *cells, exponent, interval])
+        values = np.atleast_1d(_sel(scale, selection).values)
+        slope = np.polyfit(np.log(n), np.log(values), 1)[0] if np.all(values > 0) else np.nan
+        rows.append([_label(selection), *(f"{v:.3g}" for v in values), f"{slope:.2f}"])
     return [
-        "## Width at which max_t E_p falls to a tolerance",
+        f"## Time scale n/λ_min(K2₀) at width {int(ds['width'][-1])}",
         "",
-        "Interpolated in log–log between the bracketing widths (— : outside the swept widths). The theory gives "
-        "sufficient widths, not rates: m ≳ (n/λ)³ to train to zero loss (HY Cor. 2.5; cubic for ResNets, LLY), "
-        "quartic in earlier fully connected bounds (MATH.md §4).",
+        "The save times are in units of n/λ_min of each seed (`time.unit: n_over_lambda_min`); seed geometric "
+        "means, and the least-squares exponent in n.",
         "",
-        *_table(header, rows),
+        *_table(["series", *(f"n = {int(v)}" for v in n), "exponent in n"], rows),
         "",
     ]
 

@@ -243,6 +243,23 @@ def test_the_exponent_of_the_tolerance_width_in_n_is_recovered():
         analysis.analyse(ds, tolerances={2: 1e-3})
 
 
+def test_the_fitted_tolerance_width_extrapolates_where_no_crossing_is_swept():
+    """max_t E_2 = 0.1 t1² n³/m (t1 = 2; the papers' cubic requirement) over
+    widths 32…512: at a tolerance of 1e-2 the n = 32 series never crosses
+    inside the sweep (its width is 1.3e6), the fitted law still gives it,
+    and the exponent 3."""
+    ds = synthetic_result(grid={"n_train": [4, 8, 16, 32]}, n_power=3.0, orders=(2,),
+                          widths=(32, 64, 128, 256, 512), noise=0.05)
+    fits = analysis.analyse(ds, tolerances={2: 1e-2})
+    fitted = fits.width_at_tolerance_fit.sel(order=2)
+    assert np.isnan(float(fits.width_at_tolerance.sel(order=2, n_train=32)))
+    # n = 32 lies 3.4 decades beyond the sweep: noise in the fitted slope is magnified there
+    np.testing.assert_allclose(fitted, 0.4 * 2.0 ** np.array([6, 9, 12, 15]) / 1e-2, rtol=0.3)
+    assert float(fits.n_exponent_fit.sel(order=2)) == pytest.approx(3.0, abs=0.1)
+    assert float(fits.n_exponent_fit_low.sel(order=2)) < 3.0 < float(fits.n_exponent_fit_high.sel(order=2))
+    assert int(fits.n_exponent_fit_points.sel(order=2)) == 4
+
+
 # ----------------------------------------------------------------------------- on a real result
 
 
