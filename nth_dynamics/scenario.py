@@ -593,6 +593,8 @@ def parse_scenario(
         scenario = Scenario.model_validate(raw)
     except ValidationError as error:
         raise ScenarioError(_describe(error, raw, source)) from None
+    if any(override.split("=", 1)[0].strip() == "network.architecture" for override in overrides):
+        scenario = _narrowed_to_ffnet(scenario)
     scenario = _resolve(scenario, source, Path(base_dir))
     scenario._source = source
     scenario._yaml = text
@@ -759,6 +761,15 @@ def _describe(error: ValidationError, raw: Mapping, source: str) -> str:
 
 def _fail(scenario_source: str, path: str, problem: str) -> None:
     raise ScenarioError(f"{scenario_source}: {path}: {problem}")
+
+
+def _narrowed_to_ffnet(scn: Scenario) -> Scenario:
+    """A sweep over both architectures narrowed by ``--set`` to FFNets only
+    (e.g. one process per architecture): the file's residual scale no longer
+    applies, and is dropped rather than refused."""
+    if scn.kind == "infinite_width" or "resnet" in scn.network.architecture:
+        return scn
+    return scn.model_copy(update={"network": scn.network.model_copy(update={"alpha": None, "gamma": None})})
 
 
 def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:

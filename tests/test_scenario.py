@@ -167,3 +167,13 @@ def test_invalid_overrides_are_reported_like_scenario_errors():
 def test_a_missing_scenario_file_is_a_scenario_error(tmp_path):
     with pytest.raises(nd.ScenarioError, match="no such scenario file"):
         nd.load_scenario(tmp_path / "absent.yaml")
+
+
+def test_narrowing_a_two_architecture_sweep_to_ffnet_drops_the_residual_scale():
+    both = "network: {architecture: [ffnet, resnet], gamma: 0.5, width: [8]}\n"
+    whole = parse_scenario(both)
+    ffnet = parse_scenario(both, overrides=["network.architecture=[ffnet]"])
+    assert ffnet.network.gamma is None
+    assert [c.id for c in ffnet.cells()] == [c.id for c in whole.cells() if c.coords["architecture"] == "ffnet"]
+    with pytest.raises(nd.ScenarioError, match="network.gamma: applies only to architecture resnet"):
+        parse_scenario("network: {architecture: ffnet, gamma: 0.5}\n")  # written so in the file: a mistake
