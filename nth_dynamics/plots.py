@@ -453,10 +453,15 @@ def resnet_vs_ffnet(ds: xr.Dataset, fits: xr.Dataset):
                 for power, ls in ((3, ":"), (4, "-.")):
                     ax.plot(n, anchor * (n / centre) ** power, color="0.5", ls=ls, lw=1, label=f"∝ n^{power}")
             tolerance = float(fits["tolerance"].sel(order=order).max())
-            _log_axes(ax, "training points n", f"width at max_t E_{order} = {tolerance:.0e}", ticks=n)
+            if _log_axes(ax, "training points n", f"width at max_t E_{order} = {tolerance:.0e}", ticks=n):
+                ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
             ax.set_title(f"p = {order}", fontsize=9)
-        figure.suptitle("Width needed for a truncation-error tolerance against n (ResNet solid, FFNet dashed; "
-                        "lines: fitted power law, markers: interpolated)", fontsize=10)
+        # room on the right for the legends: one per panel, beside it
+        width, height = figure.get_size_inches()
+        figure.set_size_inches(width * 1.6, height)
+        figure.subplots_adjust(left=1.0 / (1.6 * width), right=1 - 2.4 / (1.6 * width), wspace=1.2)
+        figure.suptitle("Width needed for a tolerance of max_t E_p against n\n(ResNet solid, FFNet dashed; "
+                        "lines: fitted power law, markers: interpolated)", fontsize=9)
         return figure
     mean = _geometric_mean(ds["truncation_error"].isel(time=-1))
     if not {"ffnet", "resnet"} <= set(ds["architecture"].values.tolist()):
