@@ -60,8 +60,9 @@ def kernel_tower(
         batch_size: how many directions b each nesting level processes at
             once. ``n`` vectorises every level (fastest while it fits);
             smaller values loop over chunks with ``lax.map`` and bound the
-            parameter-sized tangents alive at once. Default: the largest
-            chunk whose :func:`tower_bytes` estimate fits ``memory_budget``.
+            parameter-sized tangents alive at once; rounded down to a
+            divisor of n (:func:`direction_chunk`). Default: the largest
+            such chunk whose :func:`tower_bytes` estimate fits ``memory_budget``.
         memory_budget: bytes the default ``batch_size`` may plan for (one
             model; divide by the ensemble size when vmapping over seeds).
 
@@ -79,7 +80,7 @@ def kernel_tower(
         batch_size = default_batch_size(model, filter_spec, x_eval.shape[0], n, order, memory_budget)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    batch_size = min(batch_size, n)
+    batch_size = direction_chunk(n, batch_size)
     if structured:
         return _structured_tower(model, x_train, None if x_eval is x_train else x_eval, order, batch_size)
     params, static = eqx.partition(model, filter_spec)
@@ -226,6 +227,16 @@ def tower_bytes(
     return itemsize * (2 * outputs + tangents + forward)
 
 
+def direction_chunk(n: int, batch_size: int) -> int:
+    """The chunk of directions actually used: the largest divisor of n that is
+    at most ``batch_size``. A chunk that leaves a remainder makes ``lax.map``
+    run the remainder as a second, separately vmapped program at every
+    nesting level; measured on the tower to K6 (depth 2, width 256, n = 4),
+    a chunk of 3 took > 7 GB where chunks 4 and 2 took 1.7 and 1.1 GB."""
+    batch_size = max(1, min(batch_size, n))
+    return next(b for b in range(batch_size, 0, -1) if n % b == 0)
+
+
 def default_batch_size(
     model, filter_spec, n_eval: int, n: int, order: int, budget: int = DEFAULT_MEMORY_BUDGET
 ) -> int:
@@ -233,7 +244,7 @@ def default_batch_size(
     n_params = parameter_count(model, filter_spec)
     activations = _activation_count(model)
     structured = isinstance(model, AbstractNetwork)
-    for batch in range(n, 0, -1):
+    for batch in (b for b in range(n, 0, -1) if n % b == 0):  # see direction_chunk
         if tower_bytes(n_eval, n, order, n_params, activations=activations, batch_size=batch, structured=structured) <= budget:
             return batch
     return 1

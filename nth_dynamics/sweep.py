@@ -373,7 +373,7 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
         (b for b in range(seeds, 0, -1) if seeds % b == 0 and b * (rest + tower(1)) <= budget), 1
     )
     share = budget / seed_batch - rest
-    batch = next((b for b in range(n, 0, -1) if tower(b) <= share), 1)
+    batch = next((b for b in range(n, 0, -1) if n % b == 0 and tower(b) <= share), 1)  # divisors: direction_chunk
     parts = {name: seed_batch * value for name, value in per_seed.items()}
     parts["tower"] = seed_batch * tower(batch)
     total = parts["tower"] + max(parts["nth_solver"], parts["reference"]) + parts["saved"] + parts["parameters"]

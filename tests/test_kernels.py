@@ -104,6 +104,16 @@ def test_direction_chunking_does_not_change_the_tower(small_problem):
         assert relative_error(kernel, reference) <= 1e-12
 
 
+def test_direction_chunks_divide_n():
+    """A remainder chunk multiplies the tower's memory at high order (see
+    direction_chunk): chunks round down to divisors of n."""
+    from nth_dynamics.kernels import direction_chunk
+
+    assert [direction_chunk(4, b) for b in (1, 2, 3, 4, 9)] == [1, 2, 2, 4, 4]
+    assert [direction_chunk(7, b) for b in (6, 7)] == [1, 7]
+    assert direction_chunk(12, 5) == 4
+
+
 def test_a_plain_equinox_module_uses_all_inexact_leaves(small_problem):
     x_train, _, _ = small_problem
     mlp = eqx.nn.MLP(3, "scalar", 16, 2, activation=jnp.tanh, key=jax.random.key(3))
