@@ -26,7 +26,7 @@ def scaled():
 
 def test_the_time_scale_is_n_over_lambda_min_of_each_seed(scaled):
     np.testing.assert_allclose(scaled.time_scale, 4 / scaled.lambda_min, rtol=1e-12)
-    assert scaled.time_scale[0] != pytest.approx(scaled.time_scale[1], rel=1e-3)  # seeds really differ
+    assert float(scaled.time_scale[0]) != pytest.approx(float(scaled.time_scale[1]), rel=1e-3)  # seeds really differ
     np.testing.assert_allclose(scaled.time, [0, 1 / 6, 1 / 3, 0.5])
     assert "n / lambda_min" in scaled.time.attrs["long_name"]
 
