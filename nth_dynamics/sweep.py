@@ -26,7 +26,7 @@ import xarray as xr
 
 from .data import make_data
 from .hierarchy import SolverError, check_solution, solve_nth
-from .kernels import kernel_tower, tower_bytes
+from .kernels import kernel_tower, lambda_min, tower_bytes
 from .networks import make_ensemble, make_network
 from .reference import gradient_descent, gradient_flow
 from .results import annotate, cell_dataset, combine, provenance, read_dataset, write_dataset
@@ -246,8 +246,7 @@ def _time_scale(ntk0, unit: str, cell: Cell, seeds: Sequence[int]) -> np.ndarray
     n/λ_min of the training block of K2₀ (``ntk0``: seed, point, train_point)."""
     if unit == "t":
         return np.ones(len(seeds))
-    k = np.asarray(ntk0)[:, : ntk0.shape[-1], :]
-    lam = np.linalg.eigvalsh(0.5 * (k + np.swapaxes(k, -1, -2)))[:, 0]
+    lam = np.asarray(lambda_min(ntk0))
     if not np.all(lam > 0):
         seed = seeds[int(np.argmin(lam))]
         raise SolverError(
