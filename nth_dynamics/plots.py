@@ -696,16 +696,15 @@ def _tolerance_section(ds, fits) -> list[str]:
 
 def _time_scale_section(ds) -> list[str]:
     """The time scale n/λ_min (seed geometric mean) per series and n, with its exponent in n."""
-    scale = _geometric_mean(ds["time_scale"])
-    if "width" in scale.dims:
-        scale = scale.isel(width=-1)
+    time_scale = ds["time_scale"].isel(width=-1) if "width" in ds["time_scale"].dims else ds["time_scale"]
+    scale = _geometric_mean(time_scale)
+    slope = analysis.fit_power_law(time_scale, "n_train")["slope"]  # the fit of the seed-mean log
     n = ds["n_train"].values.astype(float)
     series = _selections(scale, [d for d in FACET_DIMS if d in scale.dims and d != "n_train"])
     rows = []
     for selection in series:
         values = np.atleast_1d(_sel(scale, selection).values)
-        slope = np.polyfit(np.log(n), np.log(values), 1)[0] if np.all(values > 0) else np.nan
-        rows.append([_label(selection), *(f"{v:.3g}" for v in values), f"{slope:.2f}"])
+        rows.append([_label(selection), *(f"{v:.3g}" for v in values), f"{float(_sel(slope, selection)):.2f}"])
     return [
         f"## Time scale n/λ_min(K2₀) at width {int(ds['width'][-1])}",
         "",

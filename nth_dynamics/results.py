@@ -32,6 +32,8 @@ import jax
 import numpy as np
 import xarray as xr
 
+from .kernels import lambda_min
+
 CELL_DIMS = ("seed", "order", "time", "point", "train_point", "rank")
 
 VARIABLES: dict[str, tuple[str, str]] = {
@@ -109,7 +111,6 @@ def cell_dataset(
     y = np.concatenate([y_train, y_test])
     train, test = slice(0, n), slice(n, None)
     difference = f_ref[:, None] - f_nth
-    k0_train = tower0[0][:, train, :]
     data_vars = {
         "f_nth": (("seed", "order", "time", "point"), f_nth),
         "f_ref": (("seed", "time", "point"), f_ref),
@@ -122,7 +123,7 @@ def cell_dataset(
             ("seed", "rank"),
             np.stack([np.abs(k[:, train]).reshape(len(seeds), -1).max(axis=1) for k in tower0], axis=1),
         ),
-        "lambda_min": (("seed",), np.linalg.eigvalsh(0.5 * (k0_train + np.swapaxes(k0_train, -1, -2)))[:, 0]),
+        "lambda_min": (("seed",), np.asarray(lambda_min(tower0[0]))),
         "ntk_drift_nth": (("seed", "order", "time"), _drift(ntk_nth[..., train, :], axis_time=2)),
         "ntk_drift_ref": (("seed", "time"), _drift(ntk_ref[..., train, :], axis_time=1)),
         "nth_num_steps": (("seed", "order"), nth_stats["num_steps"]),
