@@ -370,6 +370,10 @@ def tolerance_widths(
         error: one error per network, dims (…, width, seed), e.g. the largest
             E_p over time; with an ``n_train`` dim the exponent in n is fitted.
         tolerance: a number or a DataArray over some of the other dims (order).
+            An error of +inf (an NTH solve that did not reach the end,
+            ``nth_failed``) is above every tolerance: the interpolated width
+            is NaN when its bracket starts at such a width, and the fitted
+            law leaves those widths out.
 
     Returns:
         ``width_at_tolerance`` (…) of the seed geometric mean (see
@@ -393,11 +397,16 @@ def tolerance_widths(
     log_tolerance = np.log(tolerance.broadcast_like(series).transpose(*series.dims).values)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_error = np.log(np.where(error.values > 0, error.values, np.nan))
-    point_valid = np.all(np.isfinite(log_error), axis=-1)
-    log_error = np.where(point_valid[..., None], log_error, 0.0)
-    mean = np.where(point_valid, log_error.mean(axis=-1), np.nan)
+    # +inf: an NTH solve that did not reach the end (hierarchy.on_failure:
+    # record): the mean of a sample holding one is above every tolerance
+    point_valid = ~np.any(np.isnan(log_error), axis=-1)
+    failed = np.isposinf(log_error)
+    finite = np.where(point_valid[..., None] & ~failed, log_error, 0.0)
+    mean = np.where(point_valid, np.where(failed.any(axis=-1), np.inf, finite.mean(axis=-1)), np.nan)
     counts = resample_counts(samples, resamples, seed)
-    boot = np.where(point_valid, np.moveaxis(log_error @ counts.T / samples, -1, 0), np.nan)
+    boot_failed = np.moveaxis(failed.astype(float) @ counts.T, -1, 0) > 0
+    boot = np.where(boot_failed, np.inf, np.moveaxis(finite @ counts.T / samples, -1, 0))
+    boot = np.where(point_valid, boot, np.nan)
     level = f"{100 * confidence:g} %"
 
     def variable(array, long_name, template=series):

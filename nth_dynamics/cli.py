@@ -176,6 +176,11 @@ def _simulate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
         raise
     if not args.cells:
         shutil.rmtree(cache, ignore_errors=True)
+    if "nth_failed" in ds and bool(ds["nth_failed"].any()):
+        failed = ds["nth_failed"]
+        orders = ", ".join(f"p={int(p)}" for p in failed["order"].values if bool(failed.sel(order=p).any()))
+        err.print(f"note: {int(failed.sum())} of {failed.size} NTH solves ({orders}) stopped before the last save "
+                  "time and are recorded as inf (hierarchy.on_failure: record; see nth_failed)", markup=False)
     if not args.quiet:
         cells = len(json.loads(ds.attrs["cells"]))
         err.print(f"wrote {output} ({cells} cell{'s' * (cells != 1)}, {time.perf_counter() - started:.1f} s)", markup=False)

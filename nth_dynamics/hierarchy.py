@@ -35,6 +35,10 @@ SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
 """Solver names accepted by scenarios → Diffrax classes."""
 
 
+SUCCESSFUL = int(diffrax.RESULTS.successful._value)
+"""Result code of a solve that reached its final time (``Trajectory.stats["result"]``)."""
+
+
 class SolverError(RuntimeError):
     """An ODE solve did not reach its final time (step budget or step-size failure)."""
 
@@ -185,7 +189,7 @@ def check_solution(trajectory: Trajectory, what: str) -> None:
     result = trajectory.stats["result"]
     if isinstance(result, jax.core.Tracer):
         return
-    failed = jnp.asarray(result) != diffrax.RESULTS.successful._value
+    failed = jnp.asarray(result) != SUCCESSFUL
     if bool(jnp.any(failed)):
         code = int(jnp.max(jnp.where(failed, result, 0)))
         message = diffrax.RESULTS._index_to_message[code].split("\n")[0].rstrip(".")

@@ -198,7 +198,8 @@ def _draw_series(ax, values: xr.DataArray, fit: xr.Dataset, color: str, name: st
     error = None
     if "seed" in values.dims:
         low, high = values.min("seed").values, values.max("seed").values
-        error = np.array([mean.values - low, high - mean.values])
+        with np.errstate(invalid="ignore"):  # inf - inf where a solve stopped early (nth_failed)
+            error = np.array([mean.values - low, high - mean.values])
         error = np.where(np.isfinite(error) & (error >= 0), error, 0.0)
     slope, intercept = float(fit["slope"]), float(fit["intercept"])
     predicted = float(fit["predicted_slope"]) if "predicted_slope" in fit else np.nan
@@ -537,6 +538,7 @@ def markdown_report(
     if span < 1.5:
         lines += [f"**The widths span {span:.2f} decades**: fit over ≥ 1.5 decades (MATH.md §4, §7).", ""]
 
+    lines += _failure_section(ds)
     at = f"t = {t1:g}"
     wide_title = f"The same, fitted from m = {analysis.WIDE_FROM} on"
     error_sections = [
@@ -642,6 +644,35 @@ def _time_section(ds, fits) -> list[str]:
         "solver floor are left out). Predicted: E_p ∝ t^p at small t (MATH.md §4).",
         "",
         *_table(header, rows),
+        "",
+    ]
+
+
+def _failure_section(ds) -> list[str]:
+    """Which truncated dynamics stopped before the last save time (``hierarchy.on_failure: record``)."""
+    if "nth_failed" not in ds or not bool(ds["nth_failed"].any()):
+        return []
+    failed = ds["nth_failed"]
+    rows = []
+    for selection in _selections(failed, [d for d in FACET_DIMS if d in failed.dims]):
+        for order in ds["order"].values.tolist():
+            part = _sel(failed, {**selection, "order": order})
+            if not bool(part.any()):
+                continue
+            by_width = part.sum("seed") if "seed" in part.dims else part.astype(int)
+            widths = [f"{int(w)} ({int(k)})" for w, k in zip(np.atleast_1d(by_width["width"].values),
+                                                            np.atleast_1d(by_width.values)) if k]
+            rows.append([_label(selection), str(order), ", ".join(widths)])
+    total = int(failed.sum())
+    return [
+        "## NTH solves that stopped early",
+        "",
+        f"{total} of {failed.size} truncated solves stopped before the last save time (out of steps, or the step "
+        "size collapsed, as when the truncated dynamics blow up): `hierarchy.on_failure: record` kept them, "
+        "with E_p = inf from there on. "
+        "Fits leave those points out; a tolerance width whose bracket starts at one is —.",
+        "",
+        *_table(["series", "p", "widths (failed seeds)"], rows),
         "",
     ]
 

@@ -55,6 +55,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "nth_num_rejected_steps": ("rejected solver steps of the NTH solve", "1"),
     "ref_num_steps": ("steps of the reference (solver steps or descent steps)", "1"),
     "ref_num_rejected_steps": ("rejected solver steps of the reference", "1"),
+    "nth_failed": ("the NTH solve stopped before the last save time (outputs inf from there on)", "1"),
     "time_scale": ("gradient-flow time per unit of the time coordinate: n / lambda_min", "1"),
 }
 """Variable name → (CF long_name, CF units); "1" is dimensionless."""
@@ -95,6 +96,7 @@ def cell_dataset(
     ref_stats: Mapping[str, np.ndarray],
     save_kernels: bool,
     time_scale: np.ndarray | None = None,
+    nth_failed: np.ndarray | None = None,
     attrs: Mapping[str, Any],
 ) -> xr.Dataset:
     """The Dataset of one cell, all seeds (dims seed, order, time, point,
@@ -105,7 +107,10 @@ def cell_dataset(
     (seed, time, point, train_point), ``tower0[r − 2]`` (seed, point, train_point, …),
     solver statistics (seed, order) and (seed,). ``time_scale`` (seed,): the
     gradient-flow time per unit of ``ts`` when the save times are in units
-    of n/λ_min (``time.unit: n_over_lambda_min``), else None.
+    of n/λ_min (``time.unit: n_over_lambda_min``), else None. ``nth_failed``
+    (seed, order): which NTH solves stopped before the last save time
+    (``hierarchy.on_failure: record``; their outputs are inf from there on),
+    else None (every solve succeeded).
     """
     n = y_train.shape[0]
     y = np.concatenate([y_train, y_test])
@@ -131,6 +136,8 @@ def cell_dataset(
         "ref_num_steps": (("seed",), ref_stats["num_steps"]),
         "ref_num_rejected_steps": (("seed",), ref_stats["num_rejected_steps"]),
     }
+    if nth_failed is not None:
+        data_vars["nth_failed"] = (("seed", "order"), np.asarray(nth_failed, dtype=bool))
     if time_scale is not None:
         data_vars["time_scale"] = (("seed",), np.asarray(time_scale, dtype=np.float64))
     if save_kernels:

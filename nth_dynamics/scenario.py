@@ -214,6 +214,15 @@ class Hierarchy(_Section):
     rtol: PositiveFloat = 1e-9
     atol: PositiveFloat = 1e-9
     max_steps: PositiveInt = 100_000
+    on_failure: Literal["stop", "record"] = "stop"
+    """What an NTH solve that does not reach the last save time does (step
+    budget exhausted, or step size driven to zero: the truncated dynamics blew
+    up). ``stop``: the sweep stops with a one-line error. ``record``: the
+    cell is kept: ``nth_failed`` flags the (seed, order), its outputs are
+    inf from the first save time the solver did not reach (so is E_p: the
+    truncated dynamics stopped following training), and the reference and
+    the other orders are unaffected. For sweeps into widths where a
+    truncation is expected to break down."""
 
 
 class Reference(_Section):
@@ -516,9 +525,11 @@ class Scenario(_Section):
             "seeds": list(self.seed),
             "data": data,
             "network": network,
-            "hierarchy": self.hierarchy.model_dump(mode="json"),
+            # defaults left out so that the ids of cells made before the field existed still hold
+            "hierarchy": self.hierarchy.model_dump(
+                mode="json", exclude={"on_failure"} if self.hierarchy.on_failure == "stop" else None
+            ),
             "reference": self.reference.model_dump(mode="json"),
-            # the default unit is left out so that the ids of cells made before it existed still hold
             "time": self.time.model_dump(mode="json", exclude={"unit"} if self.time.unit == "t" else None),
             "save_kernels": self.output.save_kernels,
             "memory_budget_gb": self.memory_budget_gb,

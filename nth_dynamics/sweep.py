@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from .data import make_data
-from .hierarchy import SolverError, check_solution, solve_nth
+from .hierarchy import SUCCESSFUL, SolverError, check_solution, solve_nth
 from .kernels import kernel_tower, lambda_min, tower_bytes
 from .networks import make_ensemble, make_network
 from .reference import gradient_descent, gradient_flow
@@ -187,6 +187,7 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
         f_nth=stack("f"),
         ntk_nth=stack("ntk"),
         nth_stats={key: stack("", key) for key in ("num_steps", "num_rejected_steps")},
+        nth_failed=stack("", "result") != SUCCESSFUL if hierarchy.get("on_failure", "stop") == "record" else None,
         f_ref=np.asarray(ref.f),
         ntk_ref=np.asarray(ref.ntk),
         ref_stats={key: np.asarray(ref.stats[key]) for key in ("num_steps", "num_rejected_steps")},
@@ -224,7 +225,8 @@ def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, sta
                     hierarchy["solver"], hierarchy["rtol"], hierarchy["atol"], hierarchy["max_steps"],
                 )
             )
-            _check(trajectory, f"NTH p={p}", cell)
+            if hierarchy.get("on_failure", "stop") == "stop":
+                _check(trajectory, f"NTH p={p}", cell)
             nth.append(trajectory)
     with stage("reference"):
         if reference["method"] == "gradient_descent":

@@ -260,6 +260,25 @@ def test_the_fitted_tolerance_width_extrapolates_where_no_crossing_is_swept():
     assert int(fits.n_exponent_fit_points.sel(order=2)) == 4
 
 
+def test_a_solve_that_stopped_early_is_above_every_tolerance_and_left_out_of_the_fitted_law():
+    """E = 1/m for four seeds, but one seed's solve stopped (E = inf) at
+    m = 64: the crossing of 1/100 is bracketed by 64 and 128 but cannot be
+    interpolated (NaN), the power law is fitted to the other widths, and
+    bootstrap samples without that seed still give intervals."""
+    widths = np.array([32.0, 64, 128, 256, 512])
+    error = xr.DataArray(np.tile(1 / widths[:, None], (1, 4)), dims=("width", "seed"), coords={"width": widths})
+    error[1, 2] = np.inf
+    out = analysis.tolerance_widths(error, 1 / 100)
+    assert np.isnan(float(out.width_at_tolerance))
+    assert float(out.width_at_tolerance_fit) == pytest.approx(100.0, rel=1e-12)
+    assert np.isfinite(float(out.width_at_tolerance_fit_low))
+    later = analysis.tolerance_widths(error, 1 / 200)  # bracketed by 128 and 256: interpolated
+    assert float(later.width_at_tolerance) == pytest.approx(200.0, rel=1e-12)
+    ok = error.copy()
+    ok[1, 2] = 1 / 64
+    assert float(analysis.tolerance_widths(ok, 1 / 100).width_at_tolerance) == pytest.approx(100.0, rel=1e-12)
+
+
 # ----------------------------------------------------------------------------- on a real result
 
 

@@ -171,6 +171,25 @@ def test_a_failed_solve_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
     assert err.startswith(f"error: {path}: cell ") and "\n" not in err
 
 
+def test_recorded_solver_failures_finish_the_sweep_and_are_reported(tmp_path, capsys):
+    """``hierarchy.on_failure: record`` with a step budget too small for any
+    solve: the sweep still writes its result, says so in one line, and the
+    report lists the failed solves."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    result = tmp_path / "tiny.nc"
+    budget = ["--set", "hierarchy.max_steps=2", "--set", "hierarchy.on_failure=record"]
+    assert main(["simulate", str(path), "-o", str(result), "--quiet", *budget]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("note: 8 of 8 NTH solves (p=2, p=3) stopped before the last save time") and "\n" not in err
+    ds = xr.load_dataset(result)
+    assert bool(ds.nth_failed.all()) and np.isinf(ds.truncation_error.isel(time=-1)).all()
+    assert np.isfinite(ds.f_ref).all()
+    assert main(["report", str(result), "-o", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## NTH solves that stopped early" in report and "| 3 | 4 (2), 6 (2) |" in report
+
+
 def test_an_interrupt_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
     def interrupt(cell, **kwargs):
         raise KeyboardInterrupt

@@ -1,10 +1,12 @@
-"""Cells of a sweep: save times in units of n/λ_min (``time.unit``)."""
+"""Cells of a sweep: save times in units of n/λ_min (``time.unit``), and NTH
+solves that stop early (``hierarchy.on_failure``)."""
 
 import json
 
 import numpy as np
 import pytest
 
+from nth_dynamics.hierarchy import SolverError
 from nth_dynamics.scenario import parse_scenario
 from nth_dynamics.sweep import run_cell
 
@@ -55,3 +57,55 @@ def test_the_default_unit_keeps_the_cell_ids_of_earlier_results():
     assert cells[0].id == cells[1].id != cells[2].id
     assert "unit" not in cells[0].spec["time"]
     assert json.loads(json.dumps(cells[2].spec))["time"]["unit"] == "n_over_lambda_min"
+
+
+# ----------------------------------------------------------------------------- hierarchy.on_failure
+
+GENEROUS = SCALED.replace(", unit: n_over_lambda_min", "").replace("t1: 0.5", "t1: 2.0").replace("n_saves: 4", "n_saves: 9")
+
+
+@pytest.fixture(scope="module")
+def generous():
+    return run_cell(parse_scenario(GENEROUS).cells()[0])
+
+
+def _budget(generous) -> int:
+    """A step budget that some of the generous solves exceed and others do not."""
+    steps = np.sort(np.unique(generous.nth_num_steps.values))
+    assert len(steps) > 1
+    return int(steps[len(steps) // 2 - 1])
+
+
+def test_a_failed_solve_is_recorded_as_inf_from_where_it_stopped(generous):
+    budget = _budget(generous)
+    text = GENEROUS.replace("orders: [2, 3]", f"orders: [2, 3], max_steps: {budget}, on_failure: record")
+    recorded = run_cell(parse_scenario(text).cells()[0])
+    failed = recorded.nth_failed
+    np.testing.assert_array_equal(failed, generous.nth_num_steps > budget)
+    assert failed.any() and not failed.all()
+    for seed in recorded.seed.values:
+        for order in recorded.order.values:
+            got = recorded.f_nth.sel(seed=seed, order=order)
+            reached = np.isfinite(got).all("point")
+            if bool(failed.sel(seed=seed, order=order)):
+                # saves before the stop are those of the generous solve, every save after it is inf
+                assert not bool(reached[-1]) and bool(reached[0])
+                assert np.isinf(got.where(~reached, np.inf)).all()
+                assert np.isinf(recorded.truncation_error.sel(seed=seed, order=order).where(~reached, np.inf)).all()
+            else:
+                assert bool(reached.all())
+            want = generous.f_nth.sel(seed=seed, order=order).where(reached, 0.0)
+            np.testing.assert_allclose(got.where(reached, 0.0), want, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(recorded.f_ref, generous.f_ref)  # the reference is untouched
+
+
+def test_by_default_a_failed_solve_stops_the_cell_and_the_default_keeps_cell_ids(generous):
+    budget = _budget(generous)
+    stop = GENEROUS.replace("orders: [2, 3]", f"orders: [2, 3], max_steps: {budget}")
+    with pytest.raises(SolverError, match="NTH p=.* solver stopped after"):
+        run_cell(parse_scenario(stop).cells()[0])
+    explicit = parse_scenario(GENEROUS.replace("orders: [2, 3]", "orders: [2, 3], on_failure: stop")).cells()[0]
+    record = parse_scenario(GENEROUS.replace("orders: [2, 3]", "orders: [2, 3], on_failure: record")).cells()[0]
+    assert explicit.id == parse_scenario(GENEROUS).cells()[0].id != record.id
+    assert "on_failure" not in explicit.spec["hierarchy"]
+    assert "nth_failed" not in generous
