@@ -112,6 +112,16 @@ def _parser() -> argparse.ArgumentParser:
         "processes running parts of one sweep (e.g. --set network.architecture=[ffnet]) can share DIR, "
         "and a run of the whole scenario with the same DIR then only combines them",
     )
+    simulate.add_argument(
+        "--workers", metavar="N", type=_positive_int, default=1,
+        help="run N cells at once, each in its own process (dask.distributed, the 'dask' extra); "
+        "each cell then gets memory_budget_gb / N",
+    )
+    simulate.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="run the cells on a running dask.distributed scheduler (e.g. tcp://host:8786) whose workers "
+        "see the cells directory; each cell gets memory_budget_gb (set it to one worker's memory)",
+    )
     _add_set(simulate)
     simulate.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     simulate.set_defaults(run=_simulate)
@@ -139,6 +149,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"got {text!r}, allowed: a whole number ≥ 1")
+    return value
+
+
 def _add_set(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
@@ -164,7 +184,8 @@ def _simulate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
     started = time.perf_counter()
     command = "nth-dynamics " + " ".join(shlex.quote(a) for a in argv)
     try:
-        ds = simulate(scenario, cache_dir=cache, progress=progress, command=command)
+        ds = simulate(scenario, cache_dir=cache, progress=progress, command=command, workers=args.workers,
+                      scheduler=args.scheduler)
         write_dataset(ds, output)
     except Exception as error:
         from .hierarchy import SolverError

@@ -11,8 +11,11 @@ resumes where it stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -66,6 +69,8 @@ def simulate(
     cache_dir: str | Path | None = None,
     progress: Progress | None = None,
     command: str | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
 ) -> xr.Dataset:
     """Run every cell of ``scenario`` and combine them into one Dataset.
 
@@ -79,10 +84,16 @@ def simulate(
             instead of run, so an interrupted sweep resumes.
         progress: a :class:`Progress` display (default: none).
         command: how the run was started, for the ``history`` attribute.
+        workers: cells run at once, each in its own process of a local
+            ``dask.distributed`` cluster (needs the ``dask`` extra); each
+            cell is then held to ``memory_budget_gb / workers``.
+        scheduler: address of a running ``dask.distributed`` scheduler to run
+            the cells on instead (its workers must see ``cache_dir``); each
+            cell is held to ``memory_budget_gb``, the memory of one worker.
 
     Raises:
-        ScenarioError: a cell's memory estimate exceeds the scenario's
-            ``memory_budget_gb`` (checked for every cell before any runs).
+        ScenarioError: a cell's memory estimate exceeds its budget (checked
+            for every cell before any runs).
         SolverError: an ODE solve failed.
     """
     if scenario.kind == "infinite_width":
@@ -92,25 +103,24 @@ def simulate(
     progress = progress or Progress()
     cells = scenario.cells()
     unique = list({cell.id: cell for cell in cells}.values())
+    budget_gb = scenario.memory_budget_gb / (workers if scheduler is None else 1)
+    if budget_gb != scenario.memory_budget_gb:  # not in the cell id: the same cells, planned for less memory
+        unique = [dataclasses.replace(cell, spec={**cell.spec, "memory_budget_gb": budget_gb}) for cell in unique]
     estimates = {cell.id: estimate_cell(cell) for cell in unique}
-    check_budget(scenario, unique, estimates)
-    cache = Path(cache_dir) if cache_dir is not None else None
-    datasets: dict[str, xr.Dataset] = {}
-    progress.start(len(unique))
-    try:
-        for index, cell in enumerate(unique, start=1):
-            cached = cache / f"{cell.id}.nc" if cache else None
-            progress.cell(index, cell, cached is not None and cached.exists())
-            if cached is not None and cached.exists():
-                datasets[cell.id] = read_dataset(cached)
-                continue
-            started = time.perf_counter()
-            datasets[cell.id] = run_cell(cell, on_stage=progress.stage)
-            progress.cell_done(cell, time.perf_counter() - started)
-            if cached is not None:
-                write_dataset(datasets[cell.id], cached)
-    finally:
-        progress.finish()
+    check_budget(scenario, unique, estimates, workers=workers if scheduler is None else 1)
+    parallel = workers > 1 or scheduler is not None
+    with contextlib.ExitStack() as stack:
+        if cache_dir is None and parallel:  # the workers hand their cells over on disk
+            cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="nth_dynamics_cells_"))
+        cache = Path(cache_dir) if cache_dir is not None else None
+        progress.start(len(unique))
+        try:
+            if parallel:
+                datasets = _run_on_cluster(unique, cache, progress, workers, scheduler)
+            else:
+                datasets = _run_in_turn(unique, cache, progress)
+        finally:
+            progress.finish()
     ds = combine(scenario.grid(), cells, datasets)
     stage_times = _stage_times(datasets)
     summaries = [
@@ -121,6 +131,75 @@ def simulate(
     ds.attrs.update(provenance(scenario, stage_times=stage_times, cells=summaries, command=command))
     _add_scalar_coordinates(ds, scenario)
     return ds
+
+
+def _run_in_turn(cells: Sequence[Cell], cache: Path | None, progress: Progress) -> dict[str, xr.Dataset]:
+    datasets: dict[str, xr.Dataset] = {}
+    for index, cell in enumerate(cells, start=1):
+        cached = cache / f"{cell.id}.nc" if cache else None
+        progress.cell(index, cell, cached is not None and cached.exists())
+        if cached is not None and cached.exists():
+            datasets[cell.id] = read_dataset(cached)
+            continue
+        started = time.perf_counter()
+        datasets[cell.id] = run_cell(cell, on_stage=progress.stage)
+        progress.cell_done(cell, time.perf_counter() - started)
+        if cached is not None:
+            write_dataset(datasets[cell.id], cached)
+    return datasets
+
+
+def _run_on_cluster(
+    cells: Sequence[Cell], cache: Path, progress: Progress, workers: int, scheduler: str | None
+) -> dict[str, xr.Dataset]:
+    """Cells not in ``cache`` run as ``dask.distributed`` tasks, each writing
+    its own cell file, so whatever finishes is kept if the sweep stops."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise ScenarioError(
+            "workers: running cells in parallel needs dask.distributed; allowed: pip install 'nth_dynamics[dask]' "
+            "(dask[distributed]), or one worker"
+        ) from None
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = {cell.id: cache / f"{cell.id}.nc" for cell in cells}
+    done = [cell for cell in cells if paths[cell.id].exists()]
+    for index, cell in enumerate(done, start=1):
+        progress.cell(index, cell, True)
+    pending = {cell.id: cell for cell in cells if not paths[cell.id].exists()}
+    if pending:
+        with contextlib.ExitStack() as stack:
+            if scheduler is None:
+                # processes, one thread each: XLA already uses every core of a
+                # process; no nanny memory limit: the cells' own budget rules
+                cluster = stack.enter_context(LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
+                    dashboard_address=":0", silence_logs=logging.ERROR,
+                ))
+                client = stack.enter_context(Client(cluster))
+            else:
+                client = stack.enter_context(Client(scheduler))
+            futures = {
+                client.submit(_run_and_keep, cell, paths[cell.id], key=f"cell-{cell.id}", pure=False): cell
+                for cell in pending.values()
+            }
+            try:
+                for future in as_completed(futures):
+                    cell = futures[future]
+                    seconds = future.result()
+                    progress.cell(len(done) + 1, cell, False)
+                    progress.cell_done(cell, seconds)
+                    done.append(cell)
+            finally:
+                client.cancel(list(futures))
+    return {cell.id: read_dataset(paths[cell.id]) for cell in cells}
+
+
+def _run_and_keep(cell: Cell, path: Path) -> float:
+    """A cluster task: run one cell, write it (atomically) to ``path``; its wall time."""
+    started = time.perf_counter()
+    write_dataset(run_cell(cell), path)
+    return time.perf_counter() - started
 
 
 def _stage_times(datasets: Mapping[str, xr.Dataset]) -> dict[str, float]:
@@ -425,9 +504,13 @@ def _seconds(spec: Mapping[str, Any], n: int, n_eval: int, n_trained: int) -> fl
     return flops / FLOPS_PER_SECOND + COMPILE_SECONDS * (len(orders) + 2)
 
 
-def check_budget(scenario: Scenario, cells: Sequence[Cell], estimates: Mapping[str, Mapping[str, Any]]) -> None:
-    """Refuse the scenario if a cell's memory estimate exceeds its budget."""
-    budget = scenario.memory_budget_gb * 1e9
+def check_budget(
+    scenario: Scenario, cells: Sequence[Cell], estimates: Mapping[str, Mapping[str, Any]], workers: int = 1
+) -> None:
+    """Refuse the scenario if a cell's memory estimate exceeds its budget
+    (``memory_budget_gb``, shared by ``workers`` cells running at once)."""
+    budget = scenario.memory_budget_gb / workers * 1e9
+    share = f"the budget of {scenario.memory_budget_gb:g} GB" + (f" / {workers} workers" if workers > 1 else "")
     for cell in cells:
         estimate = estimates[cell.id]
         if estimate["bytes"] > budget:
@@ -441,8 +524,8 @@ def check_budget(scenario: Scenario, cells: Sequence[Cell], estimates: Mapping[s
             }[largest]
             raise ScenarioError(
                 f"{scenario.source}: memory_budget_gb: cell {cell.id} ({cell.label()}, {len(cell.spec['seeds'])} seeds) "
-                f"needs ≈ {estimate['bytes'] / 1e9:.3g} GB (mostly {largest}), above the budget of "
-                f"{scenario.memory_budget_gb:g} GB; allowed: lower {lower}, or raise memory_budget_gb"
+                f"needs ≈ {estimate['bytes'] / 1e9:.3g} GB (mostly {largest}), above {share}; "
+                f"allowed: lower {lower}, or raise memory_budget_gb" + (", or use fewer workers" if workers > 1 else "")
             )
 
 

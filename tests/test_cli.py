@@ -124,6 +124,44 @@ def test_simulate_refuses_a_cell_above_the_memory_budget_before_running(tmp_path
     assert not (tmp_path / "big.nc").exists()
 
 
+def test_cells_run_by_parallel_workers_give_the_serial_result(tiny, tmp_path):
+    """--workers 2: the cells run as dask.distributed tasks in two processes,
+    each writes its cell file, and the result equals the serial one."""
+    pytest.importorskip("distributed")
+    cells = tmp_path / "cells"
+    result = tmp_path / "parallel.nc"
+    assert main(["simulate", str(tiny[0]), "-o", str(result), "--quiet", "--workers", "2", "--cells", str(cells)]) == 0
+    assert len(list(cells.glob("*.nc"))) == 2
+    with xr.open_dataset(tiny[1]) as serial, xr.open_dataset(result) as parallel:
+        for name in ("f_nth", "f_ref", "ntk_drift_ref", "kernel_magnitude"):
+            np.testing.assert_array_equal(parallel[name], serial[name])
+        same = [{k: v for k, v in json.loads(ds.attrs["scenario"]).items() if k != "output"} for ds in (parallel, serial)]
+        assert same[0] == same[1]
+
+
+def test_workers_share_the_memory_budget(tmp_path, capsys, monkeypatch):
+    """A cell that fits memory_budget_gb alone but not half of it is refused
+    with two workers, before anything runs."""
+    monkeypatch.setattr(sweep, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY + "memory_budget_gb: 1.0e-9\n")  # the least a cell can take: one seed, one direction
+    least = max(sweep.estimate_cell(cell)["bytes"] for cell in nd.load_scenario(path).cells())
+    path.write_text(TINY + f"memory_budget_gb: {1.5 * least / 1e9!r}\n")  # fits one share, not half of it
+    assert main(["validate", str(path)]) == 0
+    assert main(["simulate", str(path), "-o", str(tmp_path / "tiny.nc"), "--quiet", "--workers", "2"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and "/ 2 workers" in message and "fewer workers" in message
+
+
+def test_workers_without_dask_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    assert main(["simulate", str(path), "-o", str(tmp_path / "tiny.nc"), "--quiet", "--workers", "2"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and "dask" in message and "pip install" in message
+
+
 CLI_BAD_INPUTS = [
     # (file content or None for a missing file, extra arguments, fragment of the message)
     (None, [], "no such scenario file"),
