@@ -244,7 +244,7 @@ def _validate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
 
 def _validate_study(scenario, out: Console) -> int:
     """The one cell of an infinite-width scenario, with rough estimates."""
-    from .infinite_width import estimate_study, study_cell
+    from .infinite_width import check_study_budget, estimate_study, study_cell
 
     cell, estimate = study_cell(scenario), estimate_study(scenario)
     table = Table(title=f"1 cell (infinite width) → {scenario.output_path()}")
@@ -253,6 +253,8 @@ def _validate_study(scenario, out: Console) -> int:
     table.add_row(cell.id, cell.spec["study"], _bytes(estimate["bytes"]), _seconds(estimate["seconds"]))
     out.print(table)
     out.print(f"depth_study.{cell.spec['study']}(**{json.dumps(cell.spec['arguments'])})", markup=False)
+    out.print(f"memory budget {scenario.memory_budget_gb:g} GB", markup=False)
+    check_study_budget(scenario, estimate)
     return EXIT_OK
 
 

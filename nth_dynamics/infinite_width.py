@@ -90,6 +90,7 @@ def simulate_study(scenario: Scenario, *, progress=None, command: str | None = N
     cell = study_cell(scenario)
     name, arguments = cell.spec["study"], cell.spec["arguments"]
     estimate = estimate_study(scenario)
+    check_study_budget(scenario, estimate)
     progress.start(1)
     try:
         progress.cell(1, cell, False)
@@ -156,6 +157,26 @@ def estimate_study(scenario: Scenario) -> dict[str, float]:
         memory = batch * 8 * 6 * params[-1] + study.n**2 * 8 * (len(study.widths) + 1) * study.seeds
         compiles = len(study.widths) + 1
     return {"bytes": int(memory), "seconds": flops / FLOPS_PER_SECOND + COMPILE_SECONDS * min(compiles, 4)}
+
+
+LOWER = {
+    "kernel_shapes": "infinite_width.angles or the number of depths",
+    "depth_generalization": "infinite_width.n_train or n_test",
+    "spectral_decay": "infinite_width.k_max",
+    "width_convergence": "infinite_width.widths, seeds or n",
+}
+"""What to lower when a study's estimate exceeds memory_budget_gb."""
+
+
+def check_study_budget(scenario: Scenario, estimate: dict[str, float]) -> None:
+    """Refuse the study if its memory estimate exceeds ``memory_budget_gb``."""
+    if estimate["bytes"] > scenario.memory_budget_gb * 1e9:
+        study = scenario.infinite_width.study
+        raise ScenarioError(
+            f"{scenario.source}: memory_budget_gb: the {study} study needs ≈ {estimate['bytes'] / 1e9:.3g} GB, "
+            f"above the budget of {scenario.memory_budget_gb:g} GB; allowed: lower {LOWER[study]}, "
+            "or raise memory_budget_gb"
+        )
 
 
 # ----------------------------------------------------------------------------- report

@@ -378,7 +378,7 @@ StudySpec = Annotated[
     Union[KernelShapesStudy, DepthGeneralizationStudy, SpectralDecayStudy, WidthConvergenceStudy],
     Field(discriminator="study"),
 ]
-FINITE_WIDTH_FIELDS = ("seed", "precision", "memory_budget_gb", "data", "network", "hierarchy", "reference", "time")
+FINITE_WIDTH_FIELDS = ("seed", "precision", "data", "network", "hierarchy", "reference", "time")
 """Top-level fields that only ``kind: finite_width`` reads."""
 
 
@@ -876,7 +876,7 @@ def _resolve_infinite_width(scn: Scenario, source: str) -> Scenario:
     for name in FINITE_WIDTH_FIELDS:
         if name in scn.model_fields_set:
             _fail(source, name, "applies only to kind finite_width; allowed: remove it (kind infinite_width reads "
-                  "name, description, output.path and infinite_width)")
+                  "name, description, memory_budget_gb, output.path and infinite_width)")
     if "save_kernels" in scn.output.model_fields_set:
         _fail(source, "output.save_kernels", "applies only to kind finite_width; allowed: remove it")
     if not jax.config.jax_enable_x64:

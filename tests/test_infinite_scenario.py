@@ -187,6 +187,22 @@ def test_bad_input_exits_2_with_one_line_naming_file_field_and_what_is_allowed(t
     assert allowed in err, err
 
 
+def test_a_study_above_the_memory_budget_is_refused_before_running(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(depth_study, "kernel_shapes", lambda **kwargs: pytest.fail("the study ran"))
+    path = tmp_path / "shapes.yaml"
+    path.write_text(TINY_SHAPES + "memory_budget_gb: 1.0e-9\n")
+    for command in (["validate", str(path)], ["simulate", str(path), "-o", str(tmp_path / "out.nc"), "--quiet"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0, err
+        assert err.startswith(f"error: {path}: memory_budget_gb: the kernel_shapes study needs ≈ "), err
+        assert "allowed: lower infinite_width.angles or the number of depths, or raise memory_budget_gb" in err
+    assert not (tmp_path / "out.nc").exists()
+    path.write_text(TINY_SHAPES + "memory_budget_gb: 1.0\n")  # a budget it fits is accepted
+    assert main(["validate", str(path)]) == 0
+    assert "memory budget 1 GB" in capsys.readouterr().out
+
+
 def test_simulate_refuses_bad_input_and_bad_overrides_before_running(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(depth_study, "kernel_shapes", lambda **kwargs: pytest.fail("the study ran"))
     path = tmp_path / "shapes.yaml"
