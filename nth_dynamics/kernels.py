@@ -227,6 +227,31 @@ def tower_bytes(
     return itemsize * (2 * outputs + tangents + forward)
 
 
+RUNTIME_BYTES = 500_000_000
+"""Resident memory of a process once JAX and the project are imported, before
+any computation: 340 MB measured on CPU (jaxlib 0.10), with room for other builds."""
+
+TOWER_COMPILE_BYTES = {2: 50e6, 3: 150e6, 4: 300e6, 5: 450e6, 6: 700e6}
+"""What XLA holds while compiling the tower to K(p), every direction
+vectorised: measured 25, 100, 240, 370, 580 MB for p = 2…6 (FFNets of depth
+1, 2 and 8 alike, width 32 or 256), rounded up. Not part of
+:func:`tower_bytes`, which counts the program's own buffers (XLA's
+``memory_analysis`` temp size: 124 MB for K5 at width 256, estimated 252);
+for towers of order ≥ 5 and small n the compilation is the larger of the two."""
+
+CHUNKED_COMPILE_FACTOR = 1.6
+"""A chunked tower (``lax.map``) is a larger program: its compilation took
+1.25–1.55× the memory of the vectorised one (K4, K5, K6; chunks 1 and 2 of n = 4)."""
+
+
+def compile_bytes(order: int, chunked: bool = True) -> int:
+    """Memory of the process besides the tower's buffers: the JAX runtime and
+    the compilation of the tower to K(order), the largest program of a cell
+    (the solvers' are smaller)."""
+    compiling = TOWER_COMPILE_BYTES[order] * (CHUNKED_COMPILE_FACTOR if chunked else 1.0)
+    return int(RUNTIME_BYTES + compiling)
+
+
 def direction_chunk(n: int, batch_size: int) -> int:
     """The chunk of directions actually used: the largest divisor of n that is
     at most ``batch_size``. A chunk that leaves a remainder makes ``lax.map``

@@ -29,7 +29,7 @@ import xarray as xr
 
 from .data import make_data
 from .hierarchy import SUCCESSFUL, SolverError, check_solution, solve_nth
-from .kernels import kernel_tower, lambda_min, tower_bytes
+from .kernels import compile_bytes, kernel_tower, lambda_min, tower_bytes
 from .networks import make_ensemble, make_network
 from .reference import gradient_descent, gradient_flow
 from .results import annotate, cell_dataset, combine, provenance, read_dataset, write_dataset
@@ -405,12 +405,14 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
     allocating anything, and the direction chunk (``batch_size``) of its
     kernel tower.
 
-    Memory: the solver state ((stages + 3) copies of the NTH state, or of the
-    trained parameters for the reference), the saved trajectories and the
+    Memory: the solver state ((stages + 3) copies of the NTH state, or of
+    the trained parameters for the reference), the saved trajectories and the
     parameters, plus the kernel tower (:func:`~nth_dynamics.kernels.tower_bytes`)
     with the largest direction chunk that fits what the rest leaves of
     ``memory_budget_gb``; all × the seeds that run together as one vmapped
-    batch (``seed_batch``: all of them when they fit, else fewer at a time).
+    batch (``seed_batch``: all of them when they fit, else fewer at a time);
+    plus, once, the process itself: the JAX runtime and the compilation of
+    the tower (:func:`~nth_dynamics.kernels.compile_bytes`).
     """
     spec = cell.spec
     network, hierarchy, reference = spec["network"], spec["hierarchy"], spec["reference"]
@@ -448,7 +450,9 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
     # Seeds run as one vmapped batch when they fit, else in equal batches (a
     # divisor of the seed count, so one compilation serves them all); within
     # a batch, the largest direction chunk that fits what the rest leaves.
-    budget = spec["memory_budget_gb"] * 1e9
+    # The process itself (JAX, compiling the tower) is planned at its largest,
+    # a chunked tower's compilation.
+    budget = spec["memory_budget_gb"] * 1e9 - compile_bytes(p_max, chunked=True)
     seed_batch = next(
         (b for b in range(seeds, 0, -1) if seeds % b == 0 and b * (rest + tower(1)) <= budget), 1
     )
@@ -456,7 +460,9 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
     batch = next((b for b in range(n, 0, -1) if n % b == 0 and tower(b) <= share), 1)  # divisors: direction_chunk
     parts = {name: seed_batch * value for name, value in per_seed.items()}
     parts["tower"] = seed_batch * tower(batch)
-    total = parts["tower"] + max(parts["nth_solver"], parts["reference"]) + parts["saved"] + parts["parameters"]
+    parts["compilation"] = compile_bytes(p_max, chunked=batch < n)
+    total = (parts["tower"] + max(parts["nth_solver"], parts["reference"]) + parts["saved"] + parts["parameters"]
+             + parts["compilation"])
     return {
         "bytes": int(total),
         "parts": parts,
@@ -521,6 +527,7 @@ def check_budget(
                 "reference": "network.width, data.n_train or the number of seeds",
                 "saved": "time.n_saves, data.n_test or the number of seeds",
                 "parameters": "network.width, network.depth or the number of seeds",
+                "compilation": "hierarchy.orders (the tower to the largest order is compiled in the process)",
             }[largest]
             raise ScenarioError(
                 f"{scenario.source}: memory_budget_gb: cell {cell.id} ({cell.label()}, {len(cell.spec['seeds'])} seeds) "

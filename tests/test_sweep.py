@@ -109,3 +109,43 @@ def test_by_default_a_failed_solve_stops_the_cell_and_the_default_keeps_cell_ids
     assert explicit.id == parse_scenario(GENEROUS).cells()[0].id != record.id
     assert "on_failure" not in explicit.spec["hierarchy"]
     assert "nth_failed" not in generous
+
+
+# ----------------------------------------------------------------------------- memory estimate
+
+MEASURED = """\
+name: measured
+seed: [0, 1]
+memory_budget_gb: {budget}
+data: {{kind: sphere, n_train: 4, n_test: 2, d: 7}}
+network: {{architecture: ffnet, width: 64, depth: 2, activation: tanh}}
+hierarchy: {{orders: [2, 4]}}
+time: {{t1: 0.5, n_saves: 3}}
+"""
+
+PEAK = """\
+import resource, sys
+from nth_dynamics.scenario import parse_scenario
+from nth_dynamics.sweep import run_cell
+run_cell(parse_scenario(sys.stdin.read()).cells()[0])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+@pytest.mark.parametrize("budget", [8.0, 0.75], ids=["vectorised", "chunked"])
+def test_the_cell_estimate_covers_the_peak_memory_of_its_process(budget):
+    """A whole cell in a fresh process (JAX, compilation, tower, solvers):
+    its peak resident memory stays below the estimate, whose tower alone
+    is far smaller than the process (what a chunked K5/K6 tower missed)."""
+    import subprocess
+    import sys
+
+    from nth_dynamics.sweep import estimate_cell
+
+    text = MEASURED.format(budget=budget)
+    estimate = estimate_cell(parse_scenario(text).cells()[0])
+    assert (estimate["batch_size"] < 4) == (budget < 1)
+    done = subprocess.run([sys.executable, "-c", PEAK], input=text, capture_output=True, text=True, check=True)
+    peak = int(done.stdout.strip().splitlines()[-1])
+    assert estimate["parts"]["tower"] < 0.1 * peak
+    assert peak < estimate["bytes"] < 4 * peak
