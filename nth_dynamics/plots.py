@@ -597,6 +597,12 @@ def _slope_section(fits: xr.Dataset, name: str, title: str, index_label: str | N
     indices = fit_all[index_dim].values.tolist() if index_dim else [None]
     header = ["series", *([index_label] if index_label else []), "fitted slope", "interval", "predicted",
               "widths in fit", "decades", "agrees"]
+    # E_p starts as t^p/p! times the first kernel the truncation leaves out:
+    # its width slope, fitted over the same widths, where the tower has it
+    dropped = None
+    if index_dim == "order" and name in ("truncation_error", "test_error") and "kernel_magnitude_slope" in fits:
+        dropped = analysis.quantity_fits(fits, "kernel_magnitude")["slope"]
+        header.append("max\\|K(p+1)₀\\| slope")
     rows = []
     for selection in series:
         for index in indices:
@@ -611,9 +617,16 @@ def _slope_section(fits: xr.Dataset, name: str, title: str, index_label: str | N
             verdict = "—" if not np.isfinite(predicted) or slope == "—" else verdict
             rows.append([_label(selection), *([str(index)] if index_label else []), slope, interval,
                          "—" if not np.isfinite(predicted) else f"{predicted:g}", widths, span, verdict])
+            if dropped is not None:
+                rank = index + 1
+                value = float(_sel(dropped, {**selection, "rank": rank})) if rank in dropped["rank"] else np.nan
+                rows[-1].append("—" if not np.isfinite(value) else f"{value:.2f}")
     lines = [f"## {title}", ""]
     if prediction:
         lines += [f"Predicted (MATH.md §4): {prediction}.", ""]
+    if dropped is not None:
+        lines += ["Last column: the width slope of max|K(p+1)₀|, the first kernel the truncation leaves out "
+                  "(E_p starts as t^p/p! times it), where the tower reaches it.", ""]
     return lines + _table(header, rows) + [""]
 
 
