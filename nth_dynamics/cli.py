@@ -189,8 +189,9 @@ def _simulate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
         write_dataset(ds, output)
     except Exception as error:
         from .hierarchy import SolverError
+        from .sweep import WorkerLost
 
-        if isinstance(error, (SolverError, OSError)):
+        if isinstance(error, (SolverError, WorkerLost, OSError)):
             kept = f" (finished cells are kept in {cache})" if cache.exists() else ""
             err.print(f"error: {scenario.source}: {error}{kept}", markup=False)
             return EXIT_FAILED

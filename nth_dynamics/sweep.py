@@ -48,6 +48,10 @@ COMPILE_SECONDS = 5.0
 """Assumed compilation time of one stage (dominant for small cells)."""
 
 
+class WorkerLost(RuntimeError):
+    """A cluster worker died while running a cell (out of memory, killed)."""
+
+
 class Progress:
     """What the sweep reports while it runs. The base class reports nothing
     (``--quiet``); :class:`nth_dynamics.cli.RichProgress` draws it."""
@@ -155,7 +159,8 @@ def _run_on_cluster(
     """Cells not in ``cache`` run as ``dask.distributed`` tasks, each writing
     its own cell file, so whatever finishes is kept if the sweep stops."""
     try:
-        from distributed import Client, LocalCluster, as_completed
+        import dask
+        from distributed import Client, KilledWorker, LocalCluster, as_completed
     except ImportError:
         raise ScenarioError(
             "workers: running cells in parallel needs dask.distributed; allowed: pip install 'nth_dynamics[dask]' "
@@ -171,7 +176,9 @@ def _run_on_cluster(
         with contextlib.ExitStack() as stack:
             if scheduler is None:
                 # processes, one thread each: XLA already uses every core of a
-                # process; no nanny memory limit: the cells' own budget rules
+                # process; no nanny memory limit: the cells' own budget rules;
+                # a cell that killed its worker would most likely kill the next
+                stack.enter_context(dask.config.set({"distributed.scheduler.allowed-failures": 0}))
                 cluster = stack.enter_context(LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
                     dashboard_address=":0", silence_logs=logging.ERROR,
@@ -186,7 +193,13 @@ def _run_on_cluster(
             try:
                 for future in as_completed(futures):
                     cell = futures[future]
-                    seconds = future.result()
+                    try:
+                        seconds = future.result()
+                    except KilledWorker:
+                        raise WorkerLost(
+                            f"cell {cell.id} ({cell.label()}): its worker process died, most likely out of memory; "
+                            "lower memory_budget_gb (it is planned per cell) or use fewer workers"
+                        ) from None
                     progress.cell(len(done) + 1, cell, False)
                     progress.cell_done(cell, seconds)
                     done.append(cell)
