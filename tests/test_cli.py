@@ -139,6 +139,19 @@ def test_cells_run_by_parallel_workers_give_the_serial_result(tiny, tmp_path):
         assert same[0] == same[1]
 
 
+def test_cells_run_on_a_running_scheduler(tiny, tmp_path):
+    """--scheduler ADDRESS: the cells go to an existing dask cluster (here one
+    in-process worker) and the result equals the serial one."""
+    distributed = pytest.importorskip("distributed")
+    result = tmp_path / "scheduled.nc"
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
+        assert main(["simulate", str(tiny[0]), "-o", str(result), "--quiet", "--scheduler",
+                     cluster.scheduler_address]) == 0
+    with xr.open_dataset(tiny[1]) as serial, xr.open_dataset(result) as scheduled:
+        np.testing.assert_array_equal(scheduled.f_nth, serial.f_nth)
+        np.testing.assert_array_equal(scheduled.f_ref, serial.f_ref)
+
+
 def test_workers_share_the_memory_budget(tmp_path, capsys, monkeypatch):
     """A cell that fits memory_budget_gb alone but not half of it is refused
     with two workers, before anything runs."""
