@@ -107,11 +107,12 @@ def simulate(
     progress = progress or Progress()
     cells = scenario.cells()
     unique = list({cell.id: cell for cell in cells}.values())
-    budget_gb = scenario.memory_budget_gb / (workers if scheduler is None else 1)
-    if budget_gb != scenario.memory_budget_gb:  # not in the cell id: the same cells, planned for less memory
+    sharing = workers if scheduler is None else 1  # cells that share this machine's memory_budget_gb
+    if sharing > 1:  # the budget is not in the cell id: the same cells, planned for less memory
+        budget_gb = scenario.memory_budget_gb / sharing
         unique = [dataclasses.replace(cell, spec={**cell.spec, "memory_budget_gb": budget_gb}) for cell in unique]
     estimates = {cell.id: estimate_cell(cell) for cell in unique}
-    check_budget(scenario, unique, estimates, workers=workers if scheduler is None else 1)
+    check_budget(scenario, unique, estimates, workers=sharing)
     parallel = workers > 1 or scheduler is not None
     with contextlib.ExitStack() as stack:
         if cache_dir is None and parallel:  # the workers hand their cells over on disk
@@ -171,7 +172,7 @@ def _run_on_cluster(
     done = [cell for cell in cells if paths[cell.id].exists()]
     for index, cell in enumerate(done, start=1):
         progress.cell(index, cell, True)
-    pending = {cell.id: cell for cell in cells if not paths[cell.id].exists()}
+    pending = [cell for cell in cells if not paths[cell.id].exists()]
     if pending:
         with contextlib.ExitStack() as stack:
             if scheduler is None:
@@ -188,7 +189,7 @@ def _run_on_cluster(
                 client = stack.enter_context(Client(scheduler))
             futures = {
                 client.submit(_run_and_keep, cell, paths[cell.id], key=f"cell-{cell.id}", pure=False): cell
-                for cell in pending.values()
+                for cell in pending
             }
             try:
                 for future in as_completed(futures):
