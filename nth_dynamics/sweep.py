@@ -141,7 +141,7 @@ def simulate(
 def _run_in_turn(cells: Sequence[Cell], cache: Path | None, progress: Progress) -> dict[str, xr.Dataset]:
     datasets: dict[str, xr.Dataset] = {}
     for index, cell in enumerate(cells, start=1):
-        cached = cache / f"{cell.id}.nc" if cache else None
+        cached = _cell_path(cache, cell) if cache else None
         progress.cell(index, cell, cached is not None and cached.exists())
         if cached is not None and cached.exists():
             datasets[cell.id] = read_dataset(cached)
@@ -168,7 +168,7 @@ def _run_on_cluster(
             "(dask[distributed]), or one worker"
         ) from None
     cache.mkdir(parents=True, exist_ok=True)
-    paths = {cell.id: cache / f"{cell.id}.nc" for cell in cells}
+    paths = {cell.id: _cell_path(cache, cell) for cell in cells}
     done = [cell for cell in cells if paths[cell.id].exists()]
     for index, cell in enumerate(done, start=1):
         progress.cell(index, cell, True)
@@ -207,6 +207,11 @@ def _run_on_cluster(
             finally:
                 client.cancel(list(futures))
     return {cell.id: read_dataset(paths[cell.id]) for cell in cells}
+
+
+def _cell_path(cache: Path, cell: Cell) -> Path:
+    """Where a finished cell is kept: one file per cell id, shared by every process of a sweep."""
+    return cache / f"{cell.id}.nc"
 
 
 def _run_and_keep(cell: Cell, path: Path) -> float:
@@ -280,7 +285,7 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
         f_nth=stack("f"),
         ntk_nth=stack("ntk"),
         nth_stats={key: stack("", key) for key in ("num_steps", "num_rejected_steps")},
-        nth_failed=stack("", "result") != SUCCESSFUL if hierarchy.get("on_failure", "stop") == "record" else None,
+        nth_failed=stack("", "result") != SUCCESSFUL if _records_failures(hierarchy) else None,
         f_ref=np.asarray(ref.f),
         ntk_ref=np.asarray(ref.ntk),
         ref_stats={key: np.asarray(ref.stats[key]) for key in ("num_steps", "num_rejected_steps")},
@@ -318,7 +323,7 @@ def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, sta
                     hierarchy["solver"], hierarchy["rtol"], hierarchy["atol"], hierarchy["max_steps"],
                 )
             )
-            if hierarchy.get("on_failure", "stop") == "stop":
+            if not _records_failures(hierarchy):
                 _check(trajectory, f"NTH p={p}", cell)
             nth.append(trajectory)
     with stage("reference"):
@@ -334,6 +339,11 @@ def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, sta
         ref = jax.block_until_ready(ref)
         _check(ref, "reference", cell)
     return jax.tree.map(np.asarray, (tower, nth, ref, time_scale))
+
+
+def _records_failures(hierarchy: Mapping[str, Any]) -> bool:
+    """``hierarchy.on_failure: record`` (the default, stop, is left out of cell specs)."""
+    return hierarchy.get("on_failure", "stop") == "record"
 
 
 def _time_scale(ntk0, unit: str, cell: Cell, seeds: Sequence[int]) -> np.ndarray:
