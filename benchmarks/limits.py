@@ -1,4 +1,4 @@
-"""Benchmark of the infinite-width kernels (nth_dynamics.limits), not a test.
+"""Benchmark of the infinite-width kernels (nth_dynamics.theory.limits), not a test.
 
 Target (issue 5): NNGP + NTK of 1000 × 1000 points at depth 1000 in under 10 s.
 The baseline, measured in the same run, is the straightforward implementation:
@@ -13,11 +13,11 @@ import time
 import numpy as np
 
 import nth_dynamics  # noqa: F401  (float64)
-from nth_dynamics import limits
+from nth_dynamics.theory import limits
 
 
 def naive_relu_ffnet(x: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """MATH.md §6's recursion for the plain-ReLU FFNet of ``depth`` (NNGP, NTK), per layer on full matrices."""
+    """docs/theory.md §6's recursion for the plain-ReLU FFNet of ``depth`` (NNGP, NTK), per layer on full matrices."""
     K = x @ x.T
     theta = K.copy()
     for _ in range(depth + 1):  # hidden layers, then the readout

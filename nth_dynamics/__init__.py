@@ -13,15 +13,15 @@ import jax
 if os.environ.get("NTH_DYNAMICS_X64", "1") != "0":
     jax.config.update("jax_enable_x64", True)
 
-from . import analysis, depth_study, limits, spectrum  # noqa: E402
-from .hierarchy import SolverError, Trajectory, closed_form_p2, solve_nth  # noqa: E402
-from .kernels import kernel_tower, tower_bytes  # noqa: E402
-from .networks import FFNet, ResNet, make_ensemble, make_network  # noqa: E402
-from .reference import gradient_descent, gradient_flow  # noqa: E402
-from .scenario import Scenario, ScenarioError, load_scenario  # noqa: E402
-from .sweep import simulate  # noqa: E402
-
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
+from .engine.hierarchy import SolverError, Trajectory, closed_form_p2, solve_nth  # noqa: E402
+from .engine.kernels import kernel_tower, tower_bytes  # noqa: E402
+from .engine.networks import FFNet, ResNet, make_ensemble, make_network  # noqa: E402
+from .engine.reference import gradient_descent, gradient_flow  # noqa: E402
+from .pipeline.scenario import Scenario, ScenarioError, load_scenario  # noqa: E402
+from .pipeline.sweep import simulate  # noqa: E402
+from .report import analysis  # noqa: E402
+from .theory import depth_study, limits, spectrum  # noqa: E402
 
 __all__ = [
     "FFNet",

@@ -19,11 +19,28 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from .scenario import Cell, ScenarioError, load_scenario
-from .sweep import Progress as SweepProgress
+from ._files import write_dataset
+from ._progress import Progress as SweepProgress
+from ._version import __version__
+from .engine.hierarchy import SolverError
+from .pipeline.infinite_width import (
+    check_study_budget,
+    estimate_study,
+    is_study_result,
+    study_cell,
+    write_study_report,
+)
+from .pipeline.scenario import Cell, ScenarioError, load_scenario
+from .pipeline.sweep import WorkerLost, check_budget, estimate_cell, simulate
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -86,7 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
 
     parser = argparse.ArgumentParser(
         prog="nth-dynamics",
@@ -171,9 +187,6 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 
 
 def _simulate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> int:
-    from .results import write_dataset
-    from .sweep import simulate
-
     overrides = list(args.overrides)
     if args.output:
         overrides.append(f"output.path={json.dumps(args.output)}")
@@ -188,9 +201,6 @@ def _simulate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
                       scheduler=args.scheduler)
         write_dataset(ds, output)
     except Exception as error:
-        from .hierarchy import SolverError
-        from .sweep import WorkerLost
-
         if isinstance(error, (SolverError, WorkerLost, OSError)):
             kept = f" (finished cells are kept in {cache})" if cache.exists() else ""
             err.print(f"error: {scenario.source}: {error}{kept}", markup=False)
@@ -210,8 +220,6 @@ def _simulate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
 
 
 def _validate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> int:
-    from .sweep import check_budget, estimate_cell
-
     scenario = load_scenario(args.scenario, args.overrides)
     out = Console(highlight=False, soft_wrap=True)
     out.print(f"# {scenario.source}: valid; resolved scenario (every default filled in):", markup=False)
@@ -245,8 +253,6 @@ def _validate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
 
 def _validate_study(scenario, out: Console) -> int:
     """The one cell of an infinite-width scenario, with rough estimates."""
-    from .infinite_width import check_study_budget, estimate_study, study_cell
-
     cell, estimate = study_cell(scenario), estimate_study(scenario)
     table = Table(title=f"1 cell (infinite width) → {scenario.output_path()}")
     for column in ("cell id", "study", "memory", "time (rough)"):
@@ -265,14 +271,12 @@ def _report(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> int:
         err.print(f"error: {result}: no such result file; allowed: a .nc or .zarr file written by simulate", markup=False)
         return EXIT_BAD_INPUT
     out_dir = Path(args.output) if args.output else result.with_name(result.name.rsplit(".", 1)[0] + "_report")
-    from .infinite_width import is_study_result, write_study_report
-
     if is_study_result(result):  # kind infinite_width: the depth study's own figures
         write_study_report(result, out_dir)
         err.print(f"wrote the report of {result} to {out_dir}", markup=False)
         return EXIT_OK
     try:
-        from .plots import write_report
+        from .report.plots import write_report
     except ImportError as error:
         err.print(f"error: the report command needs nth_dynamics.plots.write_report, not available here ({error})",
                   markup=False)

@@ -1,4 +1,4 @@
-"""Scaling-law fits and metrics of nth_dynamics.analysis, on synthetic Datasets
+"""Scaling-law fits and metrics of nth_dynamics.report.analysis, on synthetic Datasets
 with known power laws and on the committed quickstart result."""
 
 import json
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from nth_dynamics import analysis
-from nth_dynamics.results import read_dataset
+from nth_dynamics.pipeline.results import read_dataset
+from nth_dynamics.report import analysis
 
 WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -153,7 +153,7 @@ def test_one_seed_gives_a_slope_without_an_interval():
 
 def test_the_fit_range_is_selectable_and_reported():
     """A slope that bends from −3 to −2 at m = 256, as log factors bend p = 4
-    at small widths (MATH.md §7): fitted from 256 on, it is −2."""
+    at small widths (docs/theory.md §7): fitted from 256 on, it is −2."""
     ds = synthetic_result(noise=0.05)
     m = ds.width
     bent = ds.truncation_error * xr.where(m < 256, (m / 256.0) ** -1.0, 1.0)

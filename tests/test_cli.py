@@ -12,8 +12,8 @@ import pytest
 import xarray as xr
 
 import nth_dynamics as nd
-from nth_dynamics import sweep
 from nth_dynamics.cli import main
+from nth_dynamics.pipeline import sweep
 
 TINY = """\
 name: tiny
@@ -296,16 +296,16 @@ def test_report_needs_an_existing_result(tmp_path, capsys):
 
 
 def test_report_without_the_plots_module_fails_cleanly(tiny, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "nth_dynamics.plots", None)
+    monkeypatch.setitem(sys.modules, "nth_dynamics.report.plots", None)
     assert main(["report", str(tiny[1])]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: the report command needs nth_dynamics.plots.write_report") and "\n" not in err
+    assert err.startswith("error: the report command needs nth_dynamics.report.plots.write_report") and "\n" not in err
 
 
 def test_report_calls_write_report(tiny, tmp_path, monkeypatch):
     calls = []
-    fake = types.ModuleType("nth_dynamics.plots")
+    fake = types.ModuleType("nth_dynamics.report.plots")
     fake.write_report = lambda result, out_dir: calls.append((Path(result), Path(out_dir)))
-    monkeypatch.setitem(sys.modules, "nth_dynamics.plots", fake)
+    monkeypatch.setitem(sys.modules, "nth_dynamics.report.plots", fake)
     assert main(["report", str(tiny[1]), "-o", str(tmp_path / "figures")]) == 0
     assert calls == [(tiny[1], tmp_path / "figures")]

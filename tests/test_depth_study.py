@@ -8,8 +8,8 @@ import pytest
 import xarray as xr
 from scipy import linalg
 
-from nth_dynamics import depth_study
-from nth_dynamics.results import read_dataset, write_dataset
+from nth_dynamics.pipeline.results import read_dataset, write_dataset
+from nth_dynamics.theory import depth_study
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def convergence():
 
 
 def test_empirical_ntk_of_the_networks_converges_to_the_limit_like_width_to_the_minus_half(convergence):
-    """MATH.md §4: ‖K2₀ − Θ∞‖ ~ m^(−1/2). Over data seeds 0–5 this fit gives −0.40 … −0.57."""
+    """docs/theory.md §4: ‖K2₀ − Θ∞‖ ~ m^(−1/2). Over data seeds 0–5 this fit gives −0.40 … −0.57."""
     assert convergence.attrs["slope"] == pytest.approx(-0.5, abs=0.15)
     low, high = convergence.attrs["slope_ci_low"], convergence.attrs["slope_ci_high"]
     assert low < convergence.attrs["slope"] < high

@@ -1,4 +1,4 @@
-"""The truncated NTH (MATH.md §3) and its agreement with the real network."""
+"""The truncated NTH (docs/theory.md §3) and its agreement with the real network."""
 
 import equinox as eqx
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 import nth_dynamics as nd
-from nth_dynamics.reference import loss
+from nth_dynamics.engine.reference import loss
 
 
 def relative_error(a, b):

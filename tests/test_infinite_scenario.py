@@ -10,10 +10,10 @@ import pytest
 import xarray as xr
 
 import nth_dynamics as nd
-from nth_dynamics import depth_study
 from nth_dynamics.cli import main
-from nth_dynamics.infinite_width import study_arguments
-from nth_dynamics.scenario import STUDIES, parse_scenario
+from nth_dynamics.pipeline.infinite_width import study_arguments
+from nth_dynamics.pipeline.scenario import STUDIES, parse_scenario
+from nth_dynamics.theory import depth_study
 
 ROOT = Path(__file__).resolve().parent.parent
 INFINITE_SCENARIOS = [

@@ -1,4 +1,4 @@
-"""The kernel tower against independent computations (MATH.md §2)."""
+"""The kernel tower against independent computations (docs/theory.md §2)."""
 
 import equinox as eqx
 import jax
@@ -7,7 +7,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import nth_dynamics as nd
-from nth_dynamics.kernels import kernel_magnitudes, tower_bytes
+from nth_dynamics.engine.kernels import kernel_magnitudes, tower_bytes
 
 MODELS = {
     "resnet two-matrix tanh": lambda key: nd.ResNet(3, 24, 2, key=key),
@@ -107,7 +107,7 @@ def test_direction_chunking_does_not_change_the_tower(small_problem):
 def test_direction_chunks_divide_n():
     """A remainder chunk multiplies the tower's memory at high order (see
     direction_chunk): chunks round down to divisors of n."""
-    from nth_dynamics.kernels import direction_chunk
+    from nth_dynamics.engine.kernels import direction_chunk
 
     assert [direction_chunk(4, b) for b in (1, 2, 3, 4, 9)] == [1, 2, 2, 4, 4]
     assert [direction_chunk(7, b) for b in (6, 7)] == [1, 7]
@@ -147,7 +147,7 @@ def test_bad_arguments_are_named(order, x_eval_shape, message, small_problem):
 
 
 def test_odd_orders_shrink_like_one_over_width(small_problem):
-    """max|K3₀| ~ m^(−1) (MATH.md §4: odd orders are √m smaller than naive)."""
+    """max|K3₀| ~ m^(−1) (docs/theory.md §4: odd orders are √m smaller than naive)."""
     x_train = small_problem[0]
     widths = jnp.array([64, 256, 1024])
     magnitudes = []

@@ -1,4 +1,4 @@
-"""Infinite-width kernels (MATH.md §6): closed forms against quadrature and
+"""Infinite-width kernels (docs/theory.md §6): closed forms against quadrature and
 Monte Carlo, the recursions against independent transcriptions of §6, the
 depth statements, and the finite networks of the project."""
 
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from nth_dynamics import limits, networks
+from nth_dynamics.engine import networks
+from nth_dynamics.theory import limits
 
 
 def kappa0(rho):
@@ -24,7 +25,7 @@ def kappa1(rho):
 
 
 def ffnet_section6(rho, L):
-    """MATH.md §6 verbatim (HWTZ, c_σ = 2, unit inputs): Θ_L(ρ)."""
+    """docs/theory.md §6 verbatim (HWTZ, c_σ = 2, unit inputs): Θ_L(ρ)."""
     sigma = theta = rho
     for _ in range(L):
         theta = theta * kappa0(sigma) + kappa1(sigma)
@@ -33,7 +34,7 @@ def ffnet_section6(rho, L):
 
 
 def resnet_section6(rho, L, gamma, *, readout_trained=False, input_trained=False):
-    """MATH.md §6's unrolled ResNet formula (σ_w² = 2, unit inputs), with the
+    """docs/theory.md §6's unrolled ResNet formula (σ_w² = 2, unit inputs), with the
     backward products B_l: an independent code path from limits' forward recursion."""
     alpha2 = float(L) ** (-2 * gamma)
     K, Kd = [rho], [1.0]
@@ -127,11 +128,11 @@ def test_two_layer_tanh_ntk_matches_adaptive_quadrature_at_general_norms():
     assert theta[0, 1] == pytest.approx(expected, abs=1e-7)
 
 
-# --- MATH.md §6 ------------------------------------------------------------
+# --- docs/theory.md §6 ------------------------------------------------------------
 
 @pytest.mark.parametrize("L, table", [(1, 0.471), (10, 0.374), (100, 0.278), (1000, 0.2538)])
 def test_ffnet_reproduces_the_section6_table(L, table):
-    """Θ_L(0.5)/(L+1) of MATH.md §6 is ntk_shape at depth L − 1. The table's
+    """Θ_L(0.5)/(L+1) of docs/theory.md §6 is ntk_shape at depth L − 1. The table's
     0.374 is 0.37349 rounded up (via 0.3735); 6e-4 covers that rounding."""
     value = float(limits.ntk_shape(0.5, "ffnet", L - 1, activation="relu")[0])
     assert value == pytest.approx(table, abs=6e-4)

@@ -4,12 +4,12 @@ import shutil
 
 import numpy as np
 import pytest
-
-from nth_dynamics import plots
-from nth_dynamics.cli import main
-from nth_dynamics.results import read_dataset, write_dataset
-from nth_dynamics.scenario import ScenarioError
 from test_analysis import synthetic_result
+
+from nth_dynamics.cli import main
+from nth_dynamics.pipeline.results import read_dataset, write_dataset
+from nth_dynamics.pipeline.scenario import ScenarioError
+from nth_dynamics.report import plots
 
 WIDTH_FIGURES = ("error_vs_width", "test_error_vs_width", "width_slope_vs_time", "error_vs_time",
                  "kernel_magnitude_vs_width", "ntk_drift_vs_width")

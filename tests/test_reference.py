@@ -1,4 +1,4 @@
-"""Reference training of the real network (MATH.md §1, §7)."""
+"""Reference training of the real network (docs/theory.md §1, §7)."""
 
 import equinox as eqx
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 import nth_dynamics as nd
-from nth_dynamics.reference import l2_norm, loss
+from nth_dynamics.engine.reference import l2_norm, loss
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_gradient_flow_is_converged_in_its_tolerance(network, small_problem):
 
 
 def test_gradient_descent_approaches_gradient_flow_linearly_in_the_step(network, small_problem):
-    """GD is gradient flow sampled at t = kη with an O(η) gap (MATH.md §1)."""
+    """GD is gradient flow sampled at t = kη with an O(η) gap (docs/theory.md §1)."""
     x_train, y_train, x_eval = small_problem
     t1 = 2.0
     flow = nd.gradient_flow(network, x_train, y_train, jnp.array([0.0, t1]), x_eval, rtol=1e-11, atol=1e-11)

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from nth_dynamics.results import VARIABLES, cell_dataset, combine, read_dataset, write_dataset
-from nth_dynamics.scenario import parse_scenario
+from nth_dynamics.pipeline.results import (
+    VARIABLES,
+    cell_dataset,
+    combine,
+    read_dataset,
+    write_dataset,
+)
+from nth_dynamics.pipeline.scenario import parse_scenario
 
 SEEDS, ORDERS, TIMES = [0, 1], [2, 3], np.linspace(0, 1, 4)
 

@@ -1,4 +1,4 @@
-"""Width scalings of MATH.md §4, small and fast (the full study is a scenario)."""
+"""Width scalings of docs/theory.md §4, small and fast (the full study is a scenario)."""
 
 import equinox as eqx
 import jax
@@ -49,7 +49,7 @@ def test_higher_truncation_orders_track_gradient_flow_better(errors_by_width):
 
 
 def test_truncation_error_falls_with_width_at_the_predicted_rates(errors_by_width):
-    """Slopes of log E_p against log width: −1, −1, −2 for p = 2, 3, 4 (MATH.md
+    """Slopes of log E_p against log width: −1, −1, −2 for p = 2, 3, 4 (docs/theory.md
     §4, bounds of HY Thm 2.6). With 3 seeds over under a decade the fit is
     rough and small widths bend it steeper (measured here: about −1.5, −1.7,
     −3.2), so this fast check asks that each error falls at least at the

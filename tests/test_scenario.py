@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nth_dynamics as nd
-from nth_dynamics.scenario import Scenario, iter_fields, parse_scenario
+from nth_dynamics.pipeline.scenario import Scenario, iter_fields, parse_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""Gegenbauer spectra of dot-product kernels (MATH.md §6, BGGB): exact
+"""Gegenbauer spectra of dot-product kernels (docs/theory.md §6, BGGB): exact
 expansions, Funk–Hecke against a Monte-Carlo Gram matrix, the k^(−d) law."""
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from nth_dynamics import limits, spectrum
+from nth_dynamics.theory import limits, spectrum
 
 
 def test_harmonic_dimensions():

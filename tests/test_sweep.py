@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from nth_dynamics.hierarchy import SolverError
-from nth_dynamics.scenario import parse_scenario
-from nth_dynamics.sweep import run_cell
+from nth_dynamics.engine.hierarchy import SolverError
+from nth_dynamics.pipeline.scenario import parse_scenario
+from nth_dynamics.pipeline.sweep import run_cell
 
 SCALED = """\
 name: scaled
@@ -128,8 +128,8 @@ time: {{t1: 0.5, n_saves: 3}}
 # would be measured instead of the cell)
 PEAK = """\
 import re, sys
-from nth_dynamics.scenario import parse_scenario
-from nth_dynamics.sweep import run_cell
+from nth_dynamics.pipeline.scenario import parse_scenario
+from nth_dynamics.pipeline.sweep import run_cell
 run_cell(parse_scenario(sys.stdin.read()).cells()[0])
 status = open("/proc/self/status").read()
 print(int(re.search(r"VmHWM:\\s*(\\d+) kB", status).group(1)) * 1024)
@@ -145,7 +145,7 @@ def test_the_cell_estimate_covers_the_peak_memory_of_its_process(budget):
     import sys
     from pathlib import Path
 
-    from nth_dynamics.sweep import estimate_cell
+    from nth_dynamics.pipeline.sweep import estimate_cell
 
     if not Path("/proc/self/status").exists():
         pytest.skip("needs Linux /proc to read a process's peak memory")

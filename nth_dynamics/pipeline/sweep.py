@@ -1,5 +1,5 @@
 """Running a scenario: the cells of its sweep grid, each a pure function of
-its spec, then one combined Dataset (DESIGN.md, "The one path data takes").
+its spec, then one combined Dataset (docs/architecture.md, "The one path data takes").
 
 A cell runs every seed of one grid point as one vmapped computation, stage by
 stage (tower → NTH for each order → reference), each stage one
@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,12 +26,22 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from .data import make_data
-from .hierarchy import SUCCESSFUL, SolverError, check_solution, solve_nth
-from .kernels import compile_bytes, kernel_tower, lambda_min, tower_bytes
-from .networks import make_ensemble, make_network
-from .reference import gradient_descent, gradient_flow
-from .results import annotate, cell_dataset, combine, provenance, read_dataset, write_dataset
+from .._cost import COMPILE_SECONDS, FLOPS_PER_SECOND
+from .._progress import Progress
+from ..data import make_data
+from ..engine.hierarchy import SUCCESSFUL, SolverError, check_solution, solve_nth
+from ..engine.kernels import compile_bytes, kernel_tower, lambda_min, tower_bytes
+from ..engine.networks import make_ensemble, parameter_counts
+from ..engine.reference import gradient_descent, gradient_flow
+from .infinite_width import simulate_study
+from .results import (
+    annotate,
+    cell_dataset,
+    combine,
+    provenance,
+    read_dataset,
+    write_dataset,
+)
 from .scenario import SWEEP_DIMS, Cell, Scenario, ScenarioError, save_times
 
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
@@ -41,30 +50,8 @@ SOLVER_STAGES = {"tsit5": 7, "dopri5": 7, "dopri8": 13, "heun": 2, "bosh3": 4, "
 """Vector-field evaluations kept per step (the memory of a Runge–Kutta step)."""
 IMPLICIT_SOLVERS = {"kvaerno5"}
 
-FLOPS_PER_SECOND = 2e10
-"""Sustained throughput of the rough time estimate: two CPU cores, BLAS-bound
-(calibrated on scenarios/ffnet_width_to_4096.yaml: 10 min measured, 13 estimated)."""
-COMPILE_SECONDS = 5.0
-"""Assumed compilation time of one stage (dominant for small cells)."""
-
-
 class WorkerLost(RuntimeError):
     """A cluster worker died while running a cell (out of memory, killed)."""
-
-
-class Progress:
-    """What the sweep reports while it runs. The base class reports nothing
-    (``--quiet``); :class:`nth_dynamics.cli.RichProgress` draws it."""
-
-    def start(self, total: int) -> None: ...
-
-    def cell(self, index: int, cell: Cell, cached: bool) -> None: ...
-
-    def stage(self, name: str) -> None: ...
-
-    def cell_done(self, cell: Cell, seconds: float) -> None: ...
-
-    def finish(self) -> None: ...
 
 
 def simulate(
@@ -101,7 +88,6 @@ def simulate(
         SolverError: an ODE solve failed.
     """
     if scenario.kind == "infinite_width":
-        from .infinite_width import simulate_study
 
         return simulate_study(scenario, progress=progress, command=command)
     progress = progress or Progress()
@@ -445,7 +431,9 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
     n, n_eval = spec["data"]["n_train"], spec["data"]["n_train"] + spec["data"]["n_test"]
     p_max, orders = max(hierarchy["orders"]), hierarchy["orders"]
     n_saves = spec["time"]["n_saves"]
-    n_params, n_trained = parameter_counts(network, spec["data"]["d"])
+    n_params, n_trained = parameter_counts(
+        network["architecture"], spec["data"]["d"], network["width"], network["depth"], **network_options(network)
+    )
     activations = 2 * network["width"] * (network["depth"] + 1)
 
     state = n_eval * sum(n ** (r - 1) for r in range(1, p_max))  # f, K2, …, K(p−1)
@@ -494,25 +482,6 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
         "batch_size": batch,
         "seed_batch": seed_batch,
     }
-
-
-def parameter_counts(network: Mapping[str, Any], d: int) -> tuple[int, int]:
-    """(all parameters, trained parameters) of one network, from shapes only."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        shapes = jax.eval_shape(
-            lambda key: make_network(
-                network["architecture"], d, network["width"], network["depth"], key=key, **network_options(network)
-            ),
-            jax.random.key(0),
-        )
-    leaves = jax.tree.leaves(shapes)
-    flags = jax.tree.leaves(shapes.trained_filter())
-    sizes = [math.prod(leaf.shape) for leaf in leaves]
-    trained = sum(size for size, flag in zip(sizes, flags) if flag)
-    return sum(sizes), trained
 
 
 def _solver_copies(solver: str, state: int) -> int:

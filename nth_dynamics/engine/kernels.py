@@ -1,5 +1,5 @@
 """The empirical kernel tower K2, K3, …, Kp of a network at one parameter point
-(MATH.md §2).
+(docs/theory.md §2).
 
     K2(a, b)          = <∇θ f(x_a), ∇θ f(x_b)>
     K(r+1)(a1..ar, b) = <∇θ K(r)(a1..ar), ∇θ f(x_b)>      (new index appended last)
@@ -44,7 +44,7 @@ def kernel_tower(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> Tower:
     """The kernel tower ``(K2, …, K_order)`` of a scalar-valued model at its
-    current parameters (MATH.md §2).
+    current parameters (docs/theory.md §2).
 
     Args:
         model: any Equinox module mapping one input of shape ``(d,)`` to a
@@ -292,7 +292,7 @@ def _check_inputs(x_train: Array, x_eval: Array, order: int) -> None:
 
 
 def kernel_magnitudes(tower: Tower) -> Float[Array, " rank"]:
-    """max|K(r)| for each kernel of a tower, r = 2…p (MATH.md §4)."""
+    """max|K(r)| for each kernel of a tower, r = 2…p (docs/theory.md §4)."""
     return jnp.stack([jnp.max(jnp.abs(kernel)) for kernel in tower])
 
 

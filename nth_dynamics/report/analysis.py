@@ -1,7 +1,7 @@
-"""Analysis of a result Dataset: the sizes MATH.md §4 predicts, their
+"""Analysis of a result Dataset: the sizes docs/theory.md §4 predicts, their
 scaling-law fits against width with bootstrap confidence intervals over seeds,
 the t^p growth of the truncation error at small t, and the width an error
-tolerance needs (DESIGN.md, ``analysis.py``).
+tolerance needs (docs/architecture.md, ``analysis.py``).
 
 Most per-run metrics are already variables of the Dataset that
 :func:`nth_dynamics.simulate` writes (``truncation_error``, ``test_error``,
@@ -18,7 +18,7 @@ supports::
 **Fits.** For each series (every combination of the dimensions other than the
 fitted one and ``seed``: order, time, architecture, depth, n_train, …),
 ``log E = intercept + slope · log m`` by least squares through the seed means
-of ``log E`` (geometric means: E varies 2–5× between seeds, MATH.md §7). The
+of ``log E`` (geometric means: E varies 2–5× between seeds, docs/theory.md §7). The
 confidence interval is a percentile bootstrap over seeds: the seeds are drawn
 with replacement (the same draw at every width), the fit repeated, 1000 times
 by default, from a NumPy generator with a fixed seed (reproducible). A point
@@ -48,7 +48,7 @@ SLOPE_TOLERANCE = 0.2
 """A fitted slope agrees with its prediction when within this of it and its
 interval covers it (the targets of the width study)."""
 WIDE_FROM = 256
-"""p = 4 reaches its slope −2 only from m ≈ 256 on (MATH.md §7): the report
+"""p = 4 reaches its slope −2 only from m ≈ 256 on (docs/theory.md §7): the report
 also fits from this width on."""
 SMALL_TIME = 0.5
 """Upper end of the small-t window where E_p ∝ t^p is fitted (gradient-flow time)."""
@@ -56,7 +56,7 @@ FLOOR_FACTOR = 10.0
 """Errors below this many solver tolerances are solver noise (:func:`error_floor`)."""
 
 
-# ----------------------------------------------------------------------------- predictions (MATH.md §4)
+# ----------------------------------------------------------------------------- predictions (docs/theory.md §4)
 
 
 def predicted_error_slope(order):
@@ -117,7 +117,7 @@ QUANTITIES: tuple[Quantity, ...] = (
 
 def truncation_error(ds: xr.Dataset, split: str = "train") -> xr.DataArray:
     """E_p(t) = ‖f_ref(t) − f̃_p(t)‖₂ / √n over the points of ``split`` ("train"
-    or "test"), recomputed from ``f_ref`` and ``f_nth`` (MATH.md §4); padded
+    or "test"), recomputed from ``f_ref`` and ``f_nth`` (docs/theory.md §4); padded
     point slots (``point_valid`` false) are left out. NaN where the split has
     no points. Equals the Dataset's ``truncation_error`` / ``test_error``."""
     mask = ds["split"] == split
@@ -144,7 +144,7 @@ def error_floor(ds: xr.Dataset) -> float:
     :data:`FLOOR_FACTOR` × the largest rtol/atol of the scenario's ODE solves
     (the NTH, and the reference when it is gradient flow). 0 if the Dataset
     carries no scenario. (With gradient descent as reference, E_p also stops
-    falling at the O(η) gap between descent and flow, MATH.md §4; that floor
+    falling at the O(η) gap between descent and flow, docs/theory.md §4; that floor
     is not a tolerance and is not removed.)"""
     try:
         scenario = json.loads(ds.attrs.get("scenario", "{}"))
@@ -473,7 +473,7 @@ def analyse(
     widths or more, ``<name>_slope``, ``_intercept``, ``_slope_low``,
     ``_slope_high``, ``_fit_min_width``, ``_fit_max_width``, ``_fit_points``
     (see :func:`fit_power_law`; fit range ``min_width``…``max_width``),
-    ``_predicted_slope`` (MATH.md §4) and ``_agrees`` (:func:`agrees`), over
+    ``_predicted_slope`` (docs/theory.md §4) and ``_agrees`` (:func:`agrees`), over
     the variable's dims other than width and seed. For those with a time dim,
     the small-t exponent over 0 < t ≤ ``small_time`` at every width:
     ``<name>_time_exponent``, ``_time_exponent_low``, ``_time_exponent_high``,
@@ -545,7 +545,7 @@ def quantity_fits(fits: xr.Dataset, name: str) -> xr.Dataset:
 
 
 def decades(fit: xr.Dataset) -> xr.DataArray:
-    """Decades of width a fit spans (MATH.md §4, §7 ask for ≥ 1.5)."""
+    """Decades of width a fit spans (docs/theory.md §4, §7 ask for ≥ 1.5)."""
     return np.log10(fit["fit_max_width"] / fit["fit_min_width"])
 
 

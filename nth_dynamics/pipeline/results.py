@@ -1,6 +1,6 @@
 """The output Dataset of a scenario: per-cell datasets, their combination over
 the sweep grid, CF attributes, provenance and atomic netCDF/zarr writing
-(DESIGN.md, "Output Dataset").
+(docs/architecture.md, "Output Dataset").
 
 Layout of the combined Dataset::
 
@@ -16,23 +16,16 @@ padded with NaN there; ``point_valid`` says which slots hold a point.
 
 from __future__ import annotations
 
-import datetime
-import importlib.metadata
 import json
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 import xarray as xr
 
-from .kernels import lambda_min
+from .._files import output_format, read_dataset, write_dataset
+from .._provenance import base_attributes
+from ..engine.kernels import lambda_min
 
 CELL_DIMS = ("seed", "order", "time", "point", "train_point", "rank")
 
@@ -100,7 +93,7 @@ def cell_dataset(
     attrs: Mapping[str, Any],
 ) -> xr.Dataset:
     """The Dataset of one cell, all seeds (dims seed, order, time, point,
-    train_point, rank) with the derived metrics of MATH.md §4 and §7.
+    train_point, rank) with the derived metrics of docs/theory.md §4 and §7.
 
     Shapes: ``f_nth`` (seed, order, time, point), ``ntk_nth`` (seed, order,
     time, point, train_point), ``f_ref`` (seed, time, point), ``ntk_ref``
@@ -242,140 +235,24 @@ def combine(grid: Mapping[str, Sequence], cells: Sequence, cell_datasets: Mappin
     return annotate(xr.Dataset(data_vars, coords=coords))
 
 
-# ----------------------------------------------------------------------------- provenance
-
-
 def provenance(scenario, *, stage_times: Mapping[str, Any], cells: Sequence[Mapping[str, Any]], command: str | None = None) -> dict[str, Any]:
-    """Global attributes (CF-1.10 and the project's provenance); everything
-    structured is a JSON string, as netCDF attributes cannot hold mappings."""
-    from . import __version__
-
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    what = command or f"nth_dynamics.simulate(scenario {scenario.name!r})"
+    """Global attributes of a scenario's result (CF-1.10 and the project's
+    provenance); everything structured is a JSON string, as netCDF attributes
+    cannot hold mappings."""
+    attributes = base_attributes(command or f"nth_dynamics.simulate(scenario {scenario.name!r})")
     return {
-        "Conventions": "CF-1.10",
+        "Conventions": attributes.pop("Conventions"),
         "title": scenario.description.strip() or f"nth_dynamics scenario {scenario.name}",
-        "source": f"nth_dynamics {__version__}",
-        "history": f"{now}: {what}",
+        "source": attributes.pop("source"),
+        "history": attributes.pop("history"),
         "scenario": scenario.to_json(),
         "scenario_yaml": scenario.yaml_text,
         "scenario_source": str(scenario.source),
         "scenario_overrides": json.dumps(list(scenario.overrides)),
-        "package_versions": json.dumps(package_versions(), sort_keys=True),
-        "git_commit": git_commit(),
-        "jax_enable_x64": int(bool(jax.config.jax_enable_x64)),
-        "device": describe_device(),
+        **attributes,
         "stage_wall_times": json.dumps(stage_times, sort_keys=True),
         "cells": json.dumps(list(cells)),
     }
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("nth_dynamics", "jax", "jaxlib", "diffrax", "equinox", "numpy", "scipy", "xarray", "h5netcdf", "h5py", "zarr", "pydantic", "scikit-learn"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
-
-
-def git_commit() -> str:
-    """The commit of the source tree of this package, or "unknown" (not a git
-    checkout, or git missing); "+dirty" when it has uncommitted changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "nth_dynamics"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit}+dirty" if status else commit or "unknown"
-
-
-def describe_device() -> str:
-    device = jax.devices()[0]
-    return f"{device.platform}: {getattr(device, 'device_kind', device)} ×{jax.device_count()}"
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def output_format(path: str | os.PathLike) -> str:
-    """"zarr" for a path ending in .zarr, else "netcdf"."""
-    return "zarr" if Path(path).suffix == ".zarr" else "netcdf"
-
-
-def write_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write ``ds`` to ``path`` atomically: into a temporary name in the same
-    directory, then renamed over ``path``. A crash never leaves a partial file
-    under the final name. netCDF (h5netcdf engine) or zarr, from the suffix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if output_format(path) == "zarr":
-        _write_zarr(ds, path)
-    else:
-        _write_netcdf(ds, path)
-    return path
-
-
-def _write_netcdf(ds: xr.Dataset, path: Path) -> None:
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(descriptor)
-    try:
-        ds.to_netcdf(temporary, engine="h5netcdf", encoding=_compression(ds))
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _write_zarr(ds: xr.Dataset, path: Path) -> None:
-    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        ds.to_zarr(temporary, mode="w", zarr_format=2)
-        os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp makes it private
-        if path.exists():
-            # a directory cannot be replaced in one rename: move the old one aside first
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", suffix=".tmp", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(temporary, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(temporary, path)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _compression(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    return {
-        name: {"zlib": True, "complevel": 4}
-        for name, variable in ds.data_vars.items()
-        if variable.dtype.kind == "f" and variable.size > 1024
-    }
-
-
-def read_dataset(path: str | os.PathLike) -> xr.Dataset:
-    """Load a written result fully into memory (and close the file)."""
-    path = Path(path)
-    engine = "zarr" if output_format(path) == "zarr" else "h5netcdf"
-    with xr.open_dataset(path, engine=engine) as ds:
-        return ds.load()
 
 
 __all__ = [
@@ -384,6 +261,7 @@ __all__ = [
     "annotate",
     "cell_dataset",
     "combine",
+    "output_format",
     "provenance",
     "read_dataset",
     "write_dataset",

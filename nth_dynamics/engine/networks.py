@@ -1,4 +1,4 @@
-"""Fully connected and residual networks in the NTK parametrization (MATH.md §5).
+"""Fully connected and residual networks in the NTK parametrization (docs/theory.md §5).
 
 All weights are N(0, 1) at initialisation; the 1/√width factors live in the
 forward pass, so the infinite-width limit has an O(1) kernel. Each network maps
@@ -69,7 +69,7 @@ def _check_activation(name: str) -> None:
     if name not in SMOOTH_ACTIVATIONS:
         warnings.warn(
             f"activation {name!r} is not smooth: its second derivative vanishes under "
-            "autodiff, so the kernels K(r≥3) lose their curvature terms (MATH.md §5)",
+            "autodiff, so the kernels K(r≥3) lose their curvature terms (docs/theory.md §5)",
             stacklevel=3,
         )
 
@@ -188,12 +188,12 @@ class AbstractNetwork(eqx.Module):
 
 
 class FFNet(AbstractNetwork):
-    """Fully connected network with ``depth`` hidden-to-hidden layers (MATH.md §5):
+    """Fully connected network with ``depth`` hidden-to-hidden layers (docs/theory.md §5):
 
     ``h0 = W0 x``, ``h_l = W_l σ(h_{l−1}) / √m`` for l = 1..L, ``f = a · σ(h_L) / √m``.
 
     ``depth = 0`` is the two-layer network ``f = a · σ(W0 x) / √m``. Its
-    infinite-width NTK is the recursion of MATH.md §6 taken to ``Θ_{L+1}``.
+    infinite-width NTK is the recursion of docs/theory.md §6 taken to ``Θ_{L+1}``.
     """
 
     W0: Float[Array, "width d"]
@@ -248,7 +248,7 @@ class FFNet(AbstractNetwork):
 
 
 class ResNet(AbstractNetwork):
-    """Residual network of ``depth`` blocks with scale α (MATH.md §5):
+    """Residual network of ``depth`` blocks with scale α (docs/theory.md §5):
 
     ``h0 = W0 x``, then for l = 1..L either the two-matrix branch (HWTZ/BGGB)
     ``h_l = h_{l−1} + α V_l σ(W_l h_{l−1} / √m) / √m`` or the one-matrix branch
@@ -259,7 +259,7 @@ class ResNet(AbstractNetwork):
 
     The one-matrix branch scales the pre-activation, not the branch: the
     hidden units here are O(1) per entry, so ``W_l h_{l−1}`` is O(√m), and
-    MATH.md §5's ``σ(W_l h_{l−1}) / √m`` would saturate a smooth σ and make the
+    docs/theory.md §5's ``σ(W_l h_{l−1}) / √m`` would saturate a smooth σ and make the
     branch vanish at infinite width. For ReLU the two readings are the same
     function (σ is positively homogeneous); in Du et al., whose hidden vectors
     have O(1) norm rather than O(1) entries, this is their network.
@@ -381,6 +381,17 @@ def make_ensemble(
     arrays = [eqx.filter(member, eqx.is_array) for member in members]
     static = eqx.filter(members[0], eqx.is_array, inverse=True)
     return eqx.combine(jax.tree.map(lambda *leaves: jnp.stack(leaves), *arrays), static)
+
+
+def parameter_counts(architecture: str, d: int, width: int, depth: int, **options) -> tuple[int, int]:
+    """(all parameters, trained parameters) of the network :func:`make_network`
+    would build, from shapes only (nothing is allocated)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. the ReLU warning: counting is not training
+        shapes = jax.eval_shape(lambda key: make_network(architecture, d, width, depth, key=key, **options), jax.random.key(0))
+    sizes = [math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes)]
+    flags = jax.tree.leaves(shapes.trained_filter())
+    return sum(sizes), sum(size for size, flag in zip(sizes, flags) if flag)
 
 
 def trained_filter(model: eqx.Module):

@@ -1,4 +1,4 @@
-"""Training and test sets of a scenario (MATH.md §1: inputs on the unit
+"""Training and test sets of a scenario (docs/theory.md §1: inputs on the unit
 sphere S^(d−1), labels O(1)).
 
 Every builder is a pure function of the data spec (a ``data`` section of a
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .networks import make_network
+from ..engine.networks import make_network
 
 
 class Data(NamedTuple):

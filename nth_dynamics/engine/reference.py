@@ -1,5 +1,5 @@
 """Reference training of the real network: gradient flow and gradient descent
-on the loss L(θ) = (1/2n) Σ_a (f(x_a; θ) − y_a)² (MATH.md §1).
+on the loss L(θ) = (1/2n) Σ_a (f(x_a; θ) − y_a)² (docs/theory.md §1).
 
 Only the trained parameters move; both functions save the outputs on the
 evaluation points and the NTK K2 at the save times, so the NTH can be compared
@@ -14,7 +14,14 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
-from .hierarchy import SOLVERS, Trajectory, _solver, check_solution, integrate, solver_stats
+from .hierarchy import (
+    SOLVERS,
+    Trajectory,
+    _solver,
+    check_solution,
+    integrate,
+    solver_stats,
+)
 from .kernels import kernel_tower
 from .networks import trained_filter
 
@@ -24,7 +31,7 @@ def l2_norm(tree: PyTree) -> Array:
 
     Diffrax's default RMS norm divides by the parameter count, so the error in
     the outputs would grow like √P·tol with width and hide the small effects
-    the hierarchy predicts (MATH.md §7)."""
+    the hierarchy predicts (docs/theory.md §7)."""
     return jnp.sqrt(sum(jnp.sum(jnp.abs(leaf) ** 2) for leaf in jax.tree.leaves(tree)))
 
 
@@ -88,7 +95,7 @@ def gradient_descent(
 ) -> Trajectory:
     """Full-batch gradient descent θ ← θ − lr ∇θ L(θ), ``steps`` steps, saving
     every ``save_every`` steps (and at step 0). The same system as gradient
-    flow sampled at t = k·lr, up to an O(lr) gap that no width removes (MATH.md §1).
+    flow sampled at t = k·lr, up to an O(lr) gap that no width removes (docs/theory.md §1).
 
     ``ts`` of the result are the gradient-flow times k·lr of the saves.
     """

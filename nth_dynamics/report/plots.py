@@ -1,9 +1,9 @@
 """Figures and a Markdown summary from a saved result (``python -m nth_dynamics
-report RESULT [-o DIR]``; DESIGN.md: the report reads only the saved Dataset).
+report RESULT [-o DIR]``; docs/architecture.md: the report reads only the saved Dataset).
 
 :func:`write_report` draws, as PNG and SVG (matplotlib's Agg canvas, no pyplot), every
 figure the Dataset has data for, and writes ``report.md`` (the fitted slopes
-with bootstrap intervals next to the predictions of MATH.md §4) and
+with bootstrap intervals next to the predictions of docs/theory.md §4) and
 ``analysis.nc`` (:func:`nth_dynamics.analysis.analyse`):
 
 - ``error_vs_width``: E_p at the last save time against width, log-log, with
@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .._files import read_dataset, save_figure, write_dataset, write_text
+from ..pipeline.scenario import SWEEP_DIMS, ScenarioError
 from . import analysis
-from .scenario import SWEEP_DIMS, ScenarioError
 
 FACET_DIMS = tuple(dim for dim in SWEEP_DIMS if dim != "width")
 """Swept dimensions besides width: separate series in every figure and table."""
@@ -78,17 +79,12 @@ def write_report(result_path: str | os.PathLike, out_dir: str | os.PathLike | No
         figure = draw(ds, fits)
         if figure is not None:
             written += _save(figure, out_dir / name)
-    from .results import write_dataset
-
     written.append(write_dataset(fits, out_dir / "analysis.nc"))
-    report = out_dir / "report.md"
-    report.write_text(markdown_report(ds, fits, wide, result_path, [p.name for p in written if p.suffix == ".png"]))
+    report = write_text(markdown_report(ds, fits, wide, result_path, [p.name for p in written if p.suffix == ".png"]), out_dir / "report.md")
     return [report, *written]
 
 
 def _read_result(path: Path) -> xr.Dataset:
-    from .results import read_dataset
-
     allowed = "allowed: a .nc or .zarr file written by simulate"
     if not path.exists():
         raise ScenarioError(f"{path}: no such result file; {allowed}")
@@ -105,7 +101,7 @@ def _read_result(path: Path) -> xr.Dataset:
 
 
 def _wide_fits(ds: xr.Dataset) -> xr.Dataset | None:
-    """Fits from m = WIDE_FROM on (MATH.md §7), when that range holds two
+    """Fits from m = WIDE_FROM on (docs/theory.md §7), when that range holds two
     widths or more and is not the whole sweep."""
     widths = ds["width"].values
     if (widths >= analysis.WIDE_FROM).sum() >= 2 and widths.min() < analysis.WIDE_FROM:
@@ -114,12 +110,7 @@ def _wide_fits(ds: xr.Dataset) -> xr.Dataset | None:
 
 
 def _save(figure, stem: Path) -> list[Path]:
-    paths = []
-    for suffix in FORMATS:
-        path = stem.with_suffix(f".{suffix}")
-        figure.savefig(path, format=suffix, dpi=120)
-        paths.append(path)
-    return paths
+    return save_figure(figure, stem, FORMATS, dpi=120)
 
 
 # ----------------------------------------------------------------------------- selections
@@ -504,7 +495,7 @@ def markdown_report(
     figures: Sequence[str] = (),
 ) -> str:
     """The text of ``report.md``: fitted slopes with intervals next to the
-    predictions of MATH.md §4, small-t exponents, widths at a tolerance,
+    predictions of docs/theory.md §4, small-t exponents, widths at a tolerance,
     λ_min, and the list of figures."""
     scenario = _scenario(ds)
     t1 = float(ds["time"][-1])
@@ -533,10 +524,10 @@ def markdown_report(
     ]
     if seeds < 5:
         lines += [f"**Only {seeds} seed{'s' * (seeds != 1)}**: E_p varies 2–5× between seeds; fit over 5–8 "
-                  "(MATH.md §7).", ""]
+                  "(docs/theory.md §7).", ""]
     span = np.log10(ds["width"].values.max() / ds["width"].values.min())
     if span < 1.5:
-        lines += [f"**The widths span {span:.2f} decades**: fit over ≥ 1.5 decades (MATH.md §4, §7).", ""]
+        lines += [f"**The widths span {span:.2f} decades**: fit over ≥ 1.5 decades (docs/theory.md §4, §7).", ""]
 
     lines += _failure_section(ds)
     at = f"t = {t1:g}"
@@ -544,7 +535,7 @@ def markdown_report(
     error_sections = [
         (fits, "truncation_error", f"Truncation error E_p({at}) against width, training points", "p",
          "−p/2 for even p, −(p−1)/2 for odd p (HY Thm 2.6)"),
-        (wide, "truncation_error", f"{wide_title} (MATH.md §7: p = 4 reaches −2 only there)", "p", ""),
+        (wide, "truncation_error", f"{wide_title} (docs/theory.md §7: p = 4 reaches −2 only there)", "p", ""),
         (fits, "test_error", f"Truncation error E_p({at}) against width, test points", "p",
          "as on the training points"),
     ]
@@ -623,7 +614,7 @@ def _slope_section(fits: xr.Dataset, name: str, title: str, index_label: str | N
                 rows[-1].append("—" if not np.isfinite(value) else f"{value:.2f}")
     lines = [f"## {title}", ""]
     if prediction:
-        lines += [f"Predicted (MATH.md §4): {prediction}.", ""]
+        lines += [f"Predicted (docs/theory.md §4): {prediction}.", ""]
     if dropped is not None:
         lines += ["Last column: the width slope of max|K(p+1)₀|, the first kernel the truncation leaves out "
                   "(E_p starts as t^p/p! times it), where the tower reaches it.", ""]
@@ -654,7 +645,7 @@ def _time_section(ds, fits) -> list[str]:
         "## Growth of E_p at small t",
         "",
         f"Slope of log E_p against log t over 0 < t ≤ {small:g} (the times used in brackets; errors below the "
-        "solver floor are left out). Predicted: E_p ∝ t^p at small t (MATH.md §4).",
+        "solver floor are left out). Predicted: E_p ∝ t^p at small t (docs/theory.md §4).",
         "",
         *_table(header, rows),
         "",
@@ -728,7 +719,7 @@ def _tolerance_section(ds, fits) -> list[str]:
             f"## {title}",
             "",
             f"{how} The theory gives sufficient widths, not rates: m ≳ (n/λ)³ to train to zero loss (HY Cor. "
-            "2.5; cubic for ResNets, LLY), quartic in earlier fully connected bounds (MATH.md §4).",
+            "2.5; cubic for ResNets, LLY), quartic in earlier fully connected bounds (docs/theory.md §4).",
             "",
             *_table(header, rows),
             "",

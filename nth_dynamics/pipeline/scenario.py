@@ -1,5 +1,5 @@
 """Scenario files: the YAML schema, ``--set`` overrides, the sweep grid and its
-cells (DESIGN.md, "The one path data takes").
+cells (docs/architecture.md, "The one path data takes").
 
 A scenario is a YAML mapping validated by the frozen pydantic models below.
 Any of ``seed``, ``network.{architecture, width, depth, activation, gamma,
@@ -41,7 +41,6 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -51,40 +50,32 @@ from pydantic import (
     ValidationError,
 )
 
-from .depth_study import DEFAULT_DEPTHS, DEFAULT_GAMMAS
-from .hierarchy import SOLVERS
-from .kernels import MAX_ORDER
-from .networks import ACTIVATIONS, BRANCHES, PARAMETER_GROUPS, READOUTS, residual_scale
-
-
-class ScenarioError(ValueError):
-    """An invalid scenario. ``str(error)`` is one line naming the file, the
-    field path and what is allowed; the CLI prints it and exits with status 2."""
-
-
-# ----------------------------------------------------------------------------- field types
-
-
-def _as_tuple(value: Any) -> Any:
-    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
-
-
-def _distinct(values: tuple) -> tuple:
-    if not values:
-        raise ValueError("allowed: at least one value (got an empty list)")
-    return _unrepeated(values)
-
-
-def _unrepeated(values: tuple) -> tuple:
-    repeated = [v for v in dict.fromkeys(values) if values.count(v) > 1]
-    if repeated:
-        raise ValueError(f"allowed: distinct values ({repeated[0]!r} is repeated)")
-    return values
-
-
-def Sweep(item: Any) -> Any:  # noqa: N802  (a type constructor)
-    """One value or a list of values (stored as a tuple): a sweep axis."""
-    return Annotated[tuple[item, ...], BeforeValidator(_as_tuple), AfterValidator(_distinct)]
+from .._schema import (
+    Activation,
+    Group,
+    ScenarioError,
+    Section,
+    Sweep,
+    _distinct,
+    _sorted,
+    _trained_groups,
+)
+from ..data import digits_class_sizes, read_file_arrays
+from ..engine.hierarchy import SOLVERS
+from ..engine.kernels import MAX_ORDER
+from ..engine.networks import (
+    BRANCHES,
+    PARAMETER_GROUPS,
+    READOUTS,
+    residual_scale,
+)
+from .study_specs import (
+    STUDIES,
+    DepthGeneralizationStudy,
+    SpectralDecayStudy,
+    StudySpec,
+    WidthConvergenceStudy,
+)
 
 
 def _order_in_range(order: int) -> int:
@@ -93,30 +84,14 @@ def _order_in_range(order: int) -> int:
     return order
 
 
-def _sorted(values: tuple) -> tuple:
-    return tuple(sorted(values))
-
-
-def _trained_groups(value: Any) -> Any:
-    if value == "all":
-        return PARAMETER_GROUPS
-    return _as_tuple(value)
-
-
 Order = Annotated[int, AfterValidator(_order_in_range)]
-Activation = Literal[tuple(ACTIVATIONS)]  # type: ignore[valid-type]
 Solver = Literal[tuple(SOLVERS)]  # type: ignore[valid-type]
-Group = Literal[PARAMETER_GROUPS]  # type: ignore[valid-type]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 # ----------------------------------------------------------------------------- data
 
 
-class _DataBase(_Section):
+class _DataBase(Section):
     n_train: Sweep(PositiveInt) = (8,)
     """Training points n (a list sweeps it)."""
     n_test: NonNegativeInt = 0
@@ -170,7 +145,7 @@ class FileData(_DataBase):
     path: str
     """The .npz or .csv file (relative paths are relative to the scenario file)."""
     normalize: bool = True
-    """Project the inputs onto the unit sphere (MATH.md §1)."""
+    """Project the inputs onto the unit sphere (docs/theory.md §1)."""
     n_train: Sweep(PositiveInt) | None = None
     n_test: NonNegativeInt | None = None
     d: PositiveInt | None = None
@@ -188,8 +163,8 @@ DataSpec = Annotated[Union[SphereData, TeacherData, DigitsData, FileData], Field
 # ----------------------------------------------------------------------------- the other sections
 
 
-class Network(_Section):
-    """The network of MATH.md §5 (see :mod:`nth_dynamics.networks`)."""
+class Network(Section):
+    """The network of docs/theory.md §5 (see :mod:`nth_dynamics.networks`)."""
 
     architecture: Sweep(Literal["ffnet", "resnet"]) = ("ffnet",)
     width: Sweep(PositiveInt) = (64,)
@@ -206,8 +181,8 @@ class Network(_Section):
     ] = PARAMETER_GROUPS
 
 
-class Hierarchy(_Section):
-    """The truncated NTH (MATH.md §3), integrated with Diffrax."""
+class Hierarchy(Section):
+    """The truncated NTH (docs/theory.md §3), integrated with Diffrax."""
 
     orders: Annotated[Sweep(Order), AfterValidator(_sorted)] = (2, 3, 4)
     solver: Solver = "tsit5"
@@ -225,8 +200,8 @@ class Hierarchy(_Section):
     truncation is expected to break down."""
 
 
-class Reference(_Section):
-    """Training of the real network the NTH is compared with (MATH.md §1)."""
+class Reference(Section):
+    """Training of the real network the NTH is compared with (docs/theory.md §1)."""
 
     method: Literal["gradient_flow", "gradient_descent"] = "gradient_flow"
     lr: PositiveFloat | None = None
@@ -237,7 +212,7 @@ class Reference(_Section):
     max_steps: PositiveInt = 100_000
 
 
-class Time(_Section):
+class Time(Section):
     """Save times: ``n_saves`` times from 0 to ``t1`` (gradient-flow time of the 1/(2n) loss)."""
 
     t1: PositiveFloat = 1.0
@@ -259,7 +234,7 @@ def _output_suffix(path: str | None) -> str | None:
     return path
 
 
-class Output(_Section):
+class Output(Section):
     path: Annotated[str | None, AfterValidator(_output_suffix)] = None
     """Result file, format from the suffix (.nc or .zarr); default results/<name>.nc.
     A relative path is relative to the working directory."""
@@ -267,117 +242,6 @@ class Output(_Section):
     """Also save the NTK trajectories ntk_nth and ntk_ref (N_eval × n per save)."""
 
 
-# ----------------------------------------------------------------------------- infinite width
-
-
-def Values(item: Any, *, allow_empty: bool = False) -> Any:  # noqa: N802  (a type constructor)
-    """One value or a list of distinct values, stored sorted (the axis of a study)."""
-    check = _unrepeated if allow_empty else _distinct
-    return Annotated[tuple[item, ...], BeforeValidator(_as_tuple), AfterValidator(check), AfterValidator(_sorted)]
-
-
-Digit = Annotated[int, Field(ge=0, le=9)]
-
-
-class _StudyBase(_Section):
-    """A study of ``kind: infinite_width``: the keyword arguments of one
-    :mod:`nth_dynamics.depth_study` function; ``activation`` is that of every
-    kernel (relu: closed-form arc-cosine maps; the others by quadrature)."""
-
-
-class KernelShapesStudy(_StudyBase):
-    """Depth degeneracy (HWTZ): Θ_L(ρ)/Θ_L(1) against depth for the FFNet and
-    one ResNet per γ (:func:`nth_dynamics.depth_study.kernel_shapes`)."""
-
-    study: Literal["kernel_shapes"]
-    depths: Values(PositiveInt) = DEFAULT_DEPTHS
-    """Network depths L (FFNet hidden-to-hidden layers, ResNet blocks)."""
-    gammas: Values(NonNegativeFloat, allow_empty=True) = DEFAULT_GAMMAS
-    """One ResNet per γ, α = L^(−γ) ([] for the FFNet alone)."""
-    angles: Annotated[int, Field(ge=3)] = 401
-    """Points ρ = cos θ, θ equally spaced in [0, π]."""
-    activation: Activation = "relu"
-
-
-class DepthGeneralizationStudy(_StudyBase):
-    """Test error against depth of kernel regression and the NTK gradient flow
-    (:func:`nth_dynamics.depth_study.depth_generalization`)."""
-
-    study: Literal["depth_generalization"]
-    task: Literal["digits", "teacher"] = "digits"
-    """digits (two classes of the bundled digits) or teacher (a random wide tanh network on the sphere)."""
-    depths: Values(PositiveInt) = DEFAULT_DEPTHS
-    gammas: Values(NonNegativeFloat, allow_empty=True) = DEFAULT_GAMMAS
-    n_train: PositiveInt = 150
-    n_test: PositiveInt = 200
-    d: PositiveInt = 8
-    """Input dimension (digits: principal components)."""
-    seed: NonNegativeInt = 0
-    """Seed of the data."""
-    times: Values(PositiveFloat) = (10.0, 100.0, 1000.0)
-    """Gradient-flow times besides t = ∞ (kernel regression)."""
-    classes: tuple[Digit, Digit] = (3, 8)
-    """digits: the two digits, labelled +1 and −1."""
-    activation: Activation = "relu"
-
-
-class SpectralDecayStudy(_StudyBase):
-    """Gegenbauer spectra on S^(d−1) and their k^(−d) decay (BGGB)
-    (:func:`nth_dynamics.depth_study.spectral_decay`)."""
-
-    study: Literal["spectral_decay"]
-    dims: Values(Annotated[int, Field(ge=2)]) = (2, 3, 4)
-    """Input dimensions d (the sphere S^(d−1))."""
-    depths: Values(PositiveInt) = (2, 4, 8)
-    gammas: Values(NonNegativeFloat, allow_empty=True) = (0.5, 1.0)
-    k_max: PositiveInt = 256
-    """Highest degree k of the spectrum."""
-    fit_range: tuple[PositiveInt, PositiveInt] = (32, 128)
-    """Degrees [k_min, k_max] of the power-law fit."""
-    activation: Activation = "relu"
-
-
-class WidthConvergenceStudy(_StudyBase):
-    """Seed ensembles of the project's networks against the limit NTK, deviation
-    ~ width^(−1/2) (:func:`nth_dynamics.depth_study.width_convergence`)."""
-
-    study: Literal["width_convergence"]
-    architecture: Literal["ffnet", "resnet"] = "ffnet"
-    depth: NonNegativeInt = 1
-    widths: Values(PositiveInt) = (64, 128, 256, 512, 1024, 2048)
-    """Network widths m (at least two, for the fitted slope)."""
-    seeds: PositiveInt = 8
-    """Networks per width."""
-    n: PositiveInt = 8
-    """Points on the sphere."""
-    d: PositiveInt = 3
-    seed: NonNegativeInt = 0
-    """Seed of the points, the networks and the bootstrap."""
-    bootstrap: PositiveInt = 1000
-    """Bootstrap resamples of the seeds for the slope's interval."""
-    activation: Activation = "tanh"
-    readout: Literal[READOUTS] = "activation"  # type: ignore[valid-type]
-    trained: Annotated[
-        tuple[Group, ...], BeforeValidator(_trained_groups), AfterValidator(_distinct), AfterValidator(_sorted)
-    ] = PARAMETER_GROUPS
-    alpha: PositiveFloat | None = None
-    """resnet: block scale α (give alpha or gamma)."""
-    gamma: NonNegativeFloat | None = None
-    """resnet: α = depth^(−γ); default γ = 1/2."""
-    branch: Literal[BRANCHES] = "two"  # type: ignore[valid-type]
-
-
-STUDIES: dict[str, type[_StudyBase]] = {
-    "kernel_shapes": KernelShapesStudy,
-    "depth_generalization": DepthGeneralizationStudy,
-    "spectral_decay": SpectralDecayStudy,
-    "width_convergence": WidthConvergenceStudy,
-}
-"""The studies of ``kind: infinite_width`` (the ``infinite_width.study`` tag)."""
-StudySpec = Annotated[
-    Union[KernelShapesStudy, DepthGeneralizationStudy, SpectralDecayStudy, WidthConvergenceStudy],
-    Field(discriminator="study"),
-]
 FINITE_WIDTH_FIELDS = ("seed", "precision", "data", "network", "hierarchy", "reference", "time")
 """Top-level fields that only ``kind: finite_width`` reads."""
 
@@ -414,7 +278,7 @@ class Cell:
         return ", ".join(f"{k}={v}" for k, v in self.coords.items())
 
 
-class Scenario(_Section):
+class Scenario(Section):
     """A validated, resolved scenario (frozen and hashable)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "scenario"
@@ -846,7 +710,6 @@ def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:
 
 def _check_digits(data: DigitsData, source: str, section: str = "data") -> None:
     """The digits task (``data`` or a depth_generalization study): d, classes and sizes."""
-    from .data import digits_class_sizes
 
     if data.d > 64:
         _fail(source, f"{section}.d", f"got {data.d}, allowed: 1 to 64 (the digits are 8×8 images)")
@@ -907,7 +770,6 @@ def _resolve_infinite_width(scn: Scenario, source: str) -> Scenario:
 
 
 def _resolve_file_data(data: FileData, source: str, base_dir: Path) -> FileData:
-    from .data import read_file_arrays
 
     path = Path(data.path).expanduser()
     path = path if path.is_absolute() else (base_dir / path)

@@ -1,4 +1,4 @@
-"""Spectra of dot-product kernels on the sphere S^(d−1) (MATH.md §6, BGGB).
+"""Spectra of dot-product kernels on the sphere S^(d−1) (docs/theory.md §6, BGGB).
 
 A kernel k(x, x′) = k(x·x′) on the unit sphere is diagonalised by the
 spherical harmonics (Funk–Hecke): for x uniform on S^(d−1), the integral

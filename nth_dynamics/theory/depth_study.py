@@ -1,8 +1,8 @@
-"""The infinite-width experiments of MATH.md §6, each a function of plain
+"""The infinite-width experiments of docs/theory.md §6, each a function of plain
 keyword arguments returning an ``xarray.Dataset``:
 
 * :func:`width_convergence` — the seed ensemble of the project's own networks
-  against :func:`nth_dynamics.limits.ntk`: ``‖K2₀ − Θ∞‖ ~ width^(−1/2)`` (MATH.md §4).
+  against :func:`nth_dynamics.limits.ntk`: ``‖K2₀ − Θ∞‖ ~ width^(−1/2)`` (docs/theory.md §4).
 * :func:`kernel_shapes` — depth degeneracy (HWTZ): ``Θ_L(ρ)/Θ_L(1)`` against
   depth for the FFNet (→ 1/4) and ResNets with γ ∈ {0, 1/2, 1}.
 * :func:`depth_generalization` — kernel regression and the NTK gradient-flow
@@ -11,9 +11,9 @@ keyword arguments returning an ``xarray.Dataset``:
 * :func:`spectral_decay` — Gegenbauer spectra and their k^(−d) decay (BGGB).
 
 :func:`run_all` runs them, writes the Datasets (netCDF, atomically), the
-figures (PNG + SVG) and a README comparing the numbers with MATH.md §6.
+figures (PNG + SVG) and a README comparing the numbers with docs/theory.md §6.
 
-The depth-study models follow MATH.md §6: the FFNet is HWTZ's (ReLU, every
+The depth-study models follow docs/theory.md §6: the FFNet is HWTZ's (ReLU, every
 layer trained, readout on σ(h_L)); the ResNets are the two-matrix branch with
 only the hidden matrices trained and a linear readout on h_L, as in §6's
 formula. Depth is always the networks' depth (FFNet hidden-to-hidden layers,
@@ -22,11 +22,9 @@ ResNet blocks): the FFNet of depth L is §6's Θ_{L+1}.
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -39,13 +37,16 @@ import numpy as np
 import xarray as xr
 from jaxtyping import Array, Float
 
+from .._files import save_figure, write_dataset, write_text
+from .._provenance import base_attributes
+from ..data import make_data
+from ..engine.networks import make_ensemble
 from . import limits, spectrum
-from .networks import make_ensemble
 
 DEFAULT_DEPTHS = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
 DEFAULT_GAMMAS = (0.0, 0.5, 1.0)
 SECTION6_TABLE = {1: 0.471, 10: 0.374, 100: 0.278, 1000: 0.2538}
-"""MATH.md §6: Θ_L(0.5)/(L + 1) of the HWTZ FFNet, L counting the readout (network depth L − 1)."""
+"""docs/theory.md §6: Θ_L(0.5)/(L + 1) of the HWTZ FFNet, L counting the readout (network depth L − 1)."""
 
 
 # ---------------------------------------------------------------------------
@@ -68,7 +69,7 @@ def depth_models(
     ffnet_options: Mapping[str, Any] | None = None,
     resnet_options: Mapping[str, Any] | None = None,
 ) -> list[Model]:
-    """The FFNet and one ResNet per γ, with MATH.md §6's conventions unless overridden."""
+    """The FFNet and one ResNet per γ, with docs/theory.md §6's conventions unless overridden."""
     ffnet = {"activation": activation, "trained": "all", "readout": "activation", **(ffnet_options or {})}
     models = [Model("ffnet", "ffnet", ffnet, math.nan)]
     for gamma in gammas:
@@ -160,7 +161,7 @@ def width_convergence(
     seed_batch: int | None = None,
     **options,
 ) -> xr.Dataset:
-    """Empirical NTK of seed ensembles against the infinite-width limit (MATH.md §4, §6).
+    """Empirical NTK of seed ensembles against the infinite-width limit (docs/theory.md §4, §6).
 
     ``n`` points uniform on S^(d−1); for each width, ``seeds`` networks of
     :mod:`nth_dynamics.networks` with ``options`` (activation, trained, …,
@@ -172,7 +173,7 @@ def width_convergence(
     ``seed_mean_deviation(width) = ‖mean_seeds K2₀ − Θ∞‖_F / ‖Θ∞‖_F`` (the
     seed average converges: its bias is O(1/width)), ``ntk_limit`` and
     ``ntk_seed_mean``; attributes ``slope`` (least-squares slope of
-    log mean_deviation against log width; MATH.md §4 predicts −1/2),
+    log mean_deviation against log width; docs/theory.md §4 predicts −1/2),
     ``slope_ci_low``/``slope_ci_high`` (95 % bootstrap over seeds) and
     ``seed_mean_slope``.
     """
@@ -248,7 +249,7 @@ def kernel_shapes(
     ``shape_at_half(model, depth)`` (ρ = 0.5), ``spike_angle(model, depth)``
     (the angle where the shape has fallen half-way from 1 to its value at
     ρ = 0: → 0 with depth for a spiky, degenerate kernel; constant for a stable
-    one) and ``section6(table_L)``: the FFNet's Θ_L(0.5)/(L + 1) at MATH.md
+    one) and ``section6(table_L)``: the FFNet's Θ_L(0.5)/(L + 1) at docs/theory.md
     §6's L (network depth L − 1) next to ``section6_reference``.
     """
     models = depth_models(gammas, activation=activation, ffnet_options=ffnet_options, resnet_options=resnet_options)
@@ -264,7 +265,7 @@ def kernel_shapes(
             "shape_at_half": (("model", "depth"), at_half, _attrs("Theta(0.5)/Theta(1)")),
             "spike_angle": (("model", "depth"), _spike_angle(rho, shapes), _attrs("half-height angle of the spike at rho = 1", "rad")),
             "section6": (("table_L",), section6, _attrs("FFNet Theta_L(0.5)/(L+1), L = network depth + 1")),
-            "section6_reference": (("table_L",), np.array([SECTION6_TABLE[L] for L in table_L]), _attrs("MATH.md section 6 table")),
+            "section6_reference": (("table_L",), np.array([SECTION6_TABLE[L] for L in table_L]), _attrs("docs/theory.md section 6 table")),
         },
         coords={**_model_coords(models), "depth": np.asarray(depths), "rho": rho, "table_L": table_L},
         attrs={
@@ -297,7 +298,6 @@ def task_data(task: str, *, n_train: int, n_test: int, d: int, seed: int, classe
     ``"digits"`` (two classes of scikit-learn's bundled digits, labels ±1,
     PCA to d dims, unit sphere) or ``"teacher"`` (x uniform on S^(d−1), labels
     from a random wide tanh network of the project, width 512, depth 1)."""
-    from .data import make_data
 
     specs = {
         "digits": {"kind": "digits", "classes": tuple(classes)},
@@ -318,7 +318,7 @@ class KernelPredictions(NamedTuple):
 def kernel_predictions(
     K: Float[np.ndarray, "n_all n_all"], y_train: Float[np.ndarray, " n"], times: Sequence[float]
 ) -> KernelPredictions:
-    """Kernel regression and the NTK gradient flow from f = 0 (MATH.md §3, p = 2
+    """Kernel regression and the NTK gradient flow from f = 0 (docs/theory.md §3, p = 2
     with a frozen limit kernel), on the Gram matrix of train ∪ test (train first):
 
     ``f_train(t) = (I − exp(−t K_tt/n)) y``,
@@ -486,38 +486,15 @@ def _attrs(long_name: str, units: str = "1") -> dict[str, str]:
 
 
 def _provenance(ds: xr.Dataset, call: str) -> xr.Dataset:
-    from . import __version__
-    from .results import git_commit, package_versions
-
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    ds.attrs.update(
-        Conventions="CF-1.10",
-        source=f"nth_dynamics {__version__}",
-        history=f"{now}: nth_dynamics.depth_study.{call}",
-        package_versions=json.dumps(package_versions(), sort_keys=True),
-        git_commit=git_commit(),
-        jax_enable_x64=int(bool(jax.config.jax_enable_x64)),
-    )
+    attributes = base_attributes(f"nth_dynamics.depth_study.{call}")
+    ds.attrs.update(attributes)
     return ds
 
 
 def _save_figure(fig, stem: Path) -> list[Path]:
-    """Lay out and close ``fig`` after writing it as PNG and SVG next to each
-    other, each to a temporary name renamed into place (atomic, like the Datasets)."""
+    """Lay out and close ``fig`` after writing it as PNG and SVG next to each other."""
     fig.tight_layout()
-    paths = []
-    for suffix in (".png", ".svg"):
-        path = stem.with_suffix(suffix)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(descriptor)
-        try:
-            fig.savefig(temporary, format=suffix[1:], dpi=130, bbox_inches="tight")
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        paths.append(path)
+    paths = save_figure(fig, stem, dpi=130, bbox_inches="tight")
     _pyplot().close(fig)
     return paths
 
@@ -548,7 +525,7 @@ def plot_kernel_shapes(ds: xr.Dataset, stem: Path, show_depths: Iterable[int] = 
     ax = axes[-1]
     for model in models:
         ax.semilogx(ds.depth, ds.shape_at_half.sel(model=model), marker=".", label=model)
-    ax.plot(ds.table_L - 1, ds.section6_reference, "kx", label="MATH.md §6 (depth = L − 1)")
+    ax.plot(ds.table_L - 1, ds.section6_reference, "kx", label="docs/theory.md §6 (depth = L − 1)")
     ax.axhline(0.25, color="grey", lw=0.7, ls=":")
     ax.set(title="ρ = 0.5", xlabel="depth L", ylabel="Θ_L(0.5) / Θ_L(1)")
     ax.legend(fontsize=7)
@@ -635,7 +612,6 @@ def run_all(outdir: str | os.PathLike = "results/infinite_width", *, quick: bool
 
     ``quick=True`` shrinks every sweep (for a smoke test in seconds to a minute).
     """
-    from .results import write_dataset
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -678,21 +654,21 @@ def run_all(outdir: str | os.PathLike = "results/infinite_width", *, quick: bool
 def write_report(
     datasets: Mapping[str, xr.Dataset], path: Path, *, timing: Mapping[str, float] | None = None, wall_time: float | None = None
 ) -> Path:
-    """README.md of the results: every number of MATH.md §6 next to ours."""
+    """README.md of the results: every number of docs/theory.md §6 next to ours."""
     shapes = datasets["kernel_shapes"]
     lines = [
         "# Infinite-width kernels: depth degeneracy, finite-width convergence, spectra",
         "",
-        "Generated by `nth_dynamics.depth_study.run_all()` (MATH.md §6; HWTZ, BGGB).",
+        "Generated by `nth_dynamics.depth_study.run_all()` (docs/theory.md §6; HWTZ, BGGB).",
         "Kernels from `nth_dynamics.limits` (plain ReLU, NTK parametrization, N(0,1) weights, "
         "the conventions of `nth_dynamics.networks`). Depth L is the networks' depth: "
-        "FFNet hidden-to-hidden layers (MATH.md §6's L − 1), ResNet blocks. The FFNet is HWTZ's "
+        "FFNet hidden-to-hidden layers (docs/theory.md §6's L − 1), ResNet blocks. The FFNet is HWTZ's "
         "(every layer trained, readout on σ(h_L)); the ResNets are §6's (two-matrix branch, "
         "only W_l, V_l trained, linear readout, α = L^(−γ)).",
         "",
-        "## MATH.md §6 FFNet table: Θ_L(0.5)/(L+1)",
+        "## docs/theory.md §6 FFNet table: Θ_L(0.5)/(L+1)",
         "",
-        "| §6's L | network depth | MATH.md §6 | nth_dynamics |",
+        "| §6's L | network depth | docs/theory.md §6 | nth_dynamics |",
         "|---:|---:|---:|---:|",
     ]
     for L in shapes.table_L.values:
@@ -728,7 +704,7 @@ def write_report(
     two_layer = (kappa1 + rho * kappa0) / 2
     lines += [
         "",
-        "MATH.md §6 against these curves (`kernel_shapes.nc`, `kernel_shapes.png`):",
+        "docs/theory.md §6 against these curves (`kernel_shapes.nc`, `kernel_shapes.png`):",
         "",
         f"- FFNet → 1/4 for every ρ ≠ 1: max over |ρ| ≤ 0.9 of |shape − 1/4| is "
         f"{spread('ffnet', deepest):.4f} at L = {deepest} (degenerate, spike narrowing).",
@@ -766,7 +742,7 @@ def write_report(
                 "",
                 "Seed ensembles of `nth_dynamics.networks` (tanh, every group trained, n = 8 points on S², "
                 "`eqx.filter_vmap` over seeds); K2₀ over the trained parameters against `limits.ntk`. "
-                "MATH.md §4: |K2₀ − Θ∞| ~ m^(−1/2); target slope −0.5 ± 0.15.",
+                "docs/theory.md §4: |K2₀ − Θ∞| ~ m^(−1/2); target slope −0.5 ± 0.15.",
                 "",
                 "| network | widths | seeds | slope (95 % bootstrap) | seed-mean deviation at the widest | per-seed at the widest |",
                 "|---|---|---:|---|---:|---:|",
@@ -783,7 +759,7 @@ def write_report(
         "",
         f"Gegenbauer coefficients μ_k of the ReLU NTKs, decay exponent fitted over k ∈ {json.loads(spectra.attrs['fit_range'])} "
         "separately for even and odd k (their constants differ: the kernels' singularities at ρ = 1 and "
-        "ρ = −1 add for one parity and cancel partly for the other). BGGB / MATH.md §6: −d for depth ≥ 2; "
+        "ρ = −1 add for one parity and cancel partly for the other). BGGB / docs/theory.md §6: −d for depth ≥ 2; "
         "target ±0.15.",
         "",
         "| model | depth | " + " | ".join(f"d={d} even / odd" for d in spectra.d.values) + " |",
@@ -871,13 +847,7 @@ def write_report(
         ]
     if wall_time is not None:
         lines += ["", f"Total wall time of `run_all`: {wall_time / 60:.1f} min."]
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(descriptor, "w") as stream:
-        stream.write("\n".join(lines) + "\n")
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
-    return path
+    return write_text("\n".join(lines) + "\n", path)
 
 
 __all__ = [

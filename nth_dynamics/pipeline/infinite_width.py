@@ -1,6 +1,6 @@
 """The infinite-width scenario kind (``kind: infinite_width``): one study of
 :mod:`nth_dynamics.depth_study` run from a scenario file, through the same
-commands as the finite-width sweeps (MATH.md §6)::
+commands as the finite-width sweeps (docs/theory.md §6)::
 
     python -m nth_dynamics validate scenarios/depth_degeneracy.yaml
     python -m nth_dynamics simulate scenarios/depth_degeneracy.yaml -o results/infinite_width/depth_degeneracy.nc
@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import depth_study
-from .scenario import (
-    Cell,
+from .._files import output_format, read_dataset, write_text
+from .._progress import Progress
+from ..theory import depth_study
+from .results import provenance
+from .scenario import Cell, Scenario, ScenarioError
+from .study_specs import (
     DepthGeneralizationStudy,
     KernelShapesStudy,
-    Scenario,
-    ScenarioError,
     SpectralDecayStudy,
     WidthConvergenceStudy,
 )
@@ -48,7 +49,7 @@ COORDINATES: dict[str, tuple[str, str]] = {
     "gamma": ("ResNet residual exponent, alpha = depth^-gamma (NaN for the FFNet)", "1"),
     "depth": ("network depth (FFNet hidden-to-hidden layers, ResNet blocks)", "1"),
     "rho": ("correlation rho = x.x' of unit inputs", "1"),
-    "table_L": ("L of the MATH.md section 6 table (network depth + 1)", "1"),
+    "table_L": ("L of the docs/theory.md section 6 table (network depth + 1)", "1"),
     "time": ("gradient-flow time of the 1/(2n) loss (inf: kernel regression)", "1"),
     "d": ("input dimension (sphere S^(d-1))", "1"),
     "k": ("Gegenbauer degree", "1"),
@@ -83,9 +84,6 @@ def simulate_study(scenario: Scenario, *, progress=None, command: str | None = N
     """Run the study of ``scenario`` and return its Dataset with the provenance
     attributes of :func:`nth_dynamics.results.provenance` (the study's own title
     unless the scenario has a description), ``study`` and ``study_arguments``."""
-    from .results import provenance
-    from .sweep import Progress
-
     progress = progress or Progress()
     cell = study_cell(scenario)
     name, arguments = cell.spec["study"], cell.spec["arguments"]
@@ -185,7 +183,6 @@ def check_study_budget(scenario: Scenario, estimate: dict[str, float]) -> None:
 def is_study_result(path: str | Path) -> bool:
     """Whether ``path`` is a result of an infinite-width scenario (False when it
     cannot be read: the finite-width report then says why)."""
-    from .results import output_format
 
     try:
         engine = "zarr" if output_format(path) == "zarr" else "h5netcdf"
@@ -199,7 +196,6 @@ def write_study_report(result_path: str | Path, out_dir: str | Path) -> list[Pat
     """The figure of the study (PNG + SVG, :mod:`nth_dynamics.depth_study`'s
     plots) and ``report.md`` (its key numbers) in ``out_dir``; returns the
     paths, ``report.md`` first."""
-    from .results import read_dataset
 
     ds = read_dataset(result_path)
     out_dir = Path(out_dir)
@@ -221,8 +217,7 @@ def write_study_report(result_path: str | Path, out_dir: str | Path) -> list[Pat
         figures = depth_study.plot_spectra(ds, out_dir / "spectra")
     else:
         figures = depth_study.plot_width_convergence([ds], out_dir / "width_convergence")
-    report = out_dir / "report.md"
-    report.write_text(_markdown(ds, Path(result_path), [p.name for p in figures if p.suffix == ".png"]))
+    report = write_text(_markdown(ds, Path(result_path), [p.name for p in figures if p.suffix == ".png"]), out_dir / "report.md")
     return [report, *figures]
 
 
@@ -231,14 +226,14 @@ def _markdown(ds: xr.Dataset, result_path: Path, figures: list[str]) -> str:
     lines = [
         f"# {ds.attrs.get('title', study)}",
         "",
-        f"Result `{result_path.name}`: infinite-width study `{study}` (MATH.md §6), "
+        f"Result `{result_path.name}`: infinite-width study `{study}` (docs/theory.md §6), "
         f"`nth_dynamics.depth_study.{study}(**{ds.attrs['study_arguments']})`; git {ds.attrs.get('git_commit', '?')}.",
         "",
     ]
     lines += [f"![{name}]({name})" for name in figures] + [""]
     if study == "kernel_shapes":
         lines += _table("Θ_L(0.5)/Θ_L(1)", ds.shape_at_half, "depth", "L")
-        lines += ["", "| MATH.md §6 L | FFNet Θ_L(0.5)/(L+1) | MATH.md §6 |", "|---:|---:|---:|"]
+        lines += ["", "| docs/theory.md §6 L | FFNet Θ_L(0.5)/(L+1) | docs/theory.md §6 |", "|---:|---:|---:|"]
         lines += [f"| {L} | {float(ds.section6.sel(table_L=L)):.5f} | {float(ds.section6_reference.sel(table_L=L)):.4g} |"
                   for L in ds.table_L.values]
     elif study == "depth_generalization":
@@ -257,7 +252,7 @@ def _markdown(ds: xr.Dataset, result_path: Path, figures: list[str]) -> str:
         lines += [
             f"{ds.attrs['architecture']} depth {ds.attrs['depth']}: slope of the mean deviation in log width "
             f"{ds.attrs['slope']:.3f} (95 % bootstrap {ds.attrs['slope_ci_low']:.3f} to {ds.attrs['slope_ci_high']:.3f}; "
-            "MATH.md §4: −1/2), seed-mean slope "
+            "docs/theory.md §4: −1/2), seed-mean slope "
             f"{ds.attrs['seed_mean_slope']:.3f}.",
             "",
             "| width | mean deviation | seed-mean deviation |",

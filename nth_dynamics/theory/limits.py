@@ -1,4 +1,4 @@
-"""Infinite-width kernels of the project's networks: NNGP and NTK (MATH.md §6).
+"""Infinite-width kernels of the project's networks: NNGP and NTK (docs/theory.md §6).
 
 As the width m → ∞ the networks of :mod:`nth_dynamics.networks` (NTK
 parametrization, N(0, 1) weights, plain activations) become Gaussian processes
@@ -15,7 +15,7 @@ FFNet of ``depth = L`` (``h0 = W0 x``, ``h_l = W_l σ(h_{l−1})/√m``,
     readout "activation":  NNGP = Σ_{L+1},  Θ = Θ_L Σ̇_{L+1} + [readout] Σ_{L+1}
     readout "linear":      NNGP = Σ_L,      Θ = Θ_L + [readout] Σ_L
 
-so ``depth = L`` is MATH.md §6's recursion taken to Θ_{L+1}, the readout a
+so ``depth = L`` is docs/theory.md §6's recursion taken to Θ_{L+1}, the readout a
 playing the last layer (``depth = 0`` is the two-layer network). [g] is 1 when
 the parameter group g is trained, else 0.
 
@@ -36,10 +36,10 @@ its hidden units carry a mean (the M terms) and are not Gaussian:
 ``readout="activation"`` would need the law of σ(h_L) beyond its covariance and
 is refused. The branch is σ(W_l h_{l−1}/√m) with O(1) pre-activations, as in
 ``networks.ResNet`` (Du et al. in this parametrization; for ReLU the same
-function as MATH.md §5's σ(W_l h_{l−1})/√m).
-Unrolling the two-matrix recursion gives MATH.md §6's form with
+function as docs/theory.md §5's σ(W_l h_{l−1})/√m).
+Unrolling the two-matrix recursion gives docs/theory.md §6's form with
 ``B_l = Π_{k>l} (1 + α² Σ̇_k)``; with ReLU, plain ``max(0, u)`` here and the
-σ_w² = 2 convention there differ only by α² → 2α²: MATH.md §6's ResNet is
+σ_w² = 2 convention there differ only by α² → 2α²: docs/theory.md §6's ResNet is
 ``alpha = √2 · L^(−γ)`` here.
 
 The Gaussian expectations (the activation's *dual*): ReLU by the arc-cosine
@@ -59,7 +59,7 @@ like (1 + α²/2)^L), in cache-sized chunks of pairs so that 1000 × 1000 points
 at depth 1000 take a few seconds. Depth is a traced loop bound: one compilation
 serves every depth.
 
-**MATH.md §6's FFNet table** (HWTZ, c_σ = 2, unit inputs,
+**docs/theory.md §6's FFNet table** (HWTZ, c_σ = 2, unit inputs,
 ``Θ_L(x, x) = L + 1``) is a rescaling of the plain-ReLU network: the ratio
 ``Θ(ρ)/Θ(1)`` is scale-invariant, so ``Θ_L(ρ)/(L + 1) ==
 ntk_shape(ρ, "ffnet", L − 1, activation="relu")`` (§6's L counts the readout
@@ -82,7 +82,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .networks import ACTIVATIONS, BRANCHES, READOUTS, residual_scale, resolve_trained
+from ..engine.networks import (
+    ACTIVATIONS,
+    BRANCHES,
+    READOUTS,
+    residual_scale,
+    resolve_trained,
+)
 
 ARCHITECTURE_OPTIONS: dict[str, tuple[str, ...]] = {
     "ffnet": ("activation", "readout", "trained", "quadrature_nodes"),
@@ -182,7 +188,7 @@ class ReLUDual(AbstractDual):
     """Plain ``max(0, u)`` (no √2): the arc-cosine kernels of degree 1 and 0,
     ``E[σσ] = ½ √(s1 s2) κ1(ρ)``, ``E[σ′σ′] = ½ κ0(ρ)``, ``E[σ] = √(s/2π)``,
     with ``κ0(ρ) = 1 − arccos(ρ)/π``, ``κ1(ρ) = (√(1−ρ²) + (π − arccos ρ) ρ)/π``
-    (MATH.md §6)."""
+    (docs/theory.md §6)."""
 
     homogeneous: ClassVar[bool] = True
 
@@ -562,7 +568,7 @@ def kernels(
     x1: Float[ArrayLike, "n1 d"], x2: Float[ArrayLike, "n2 d"] | None, architecture: str, depth: int, **options
 ) -> Kernels:
     """NNGP and NTK of the infinite-width ``architecture`` network on all pairs
-    of ``x1 × x2`` (``x2=None``: x1 × x1), in one pass (MATH.md §6).
+    of ``x1 × x2`` (``x2=None``: x1 × x1), in one pass (docs/theory.md §6).
 
     Args:
         x1, x2: inputs of shape (N1, d), (N2, d), any norms.
@@ -599,7 +605,7 @@ def _symmetrised(k: Array) -> Array:
 def ntk(
     x1: Float[ArrayLike, "n1 d"], x2: Float[ArrayLike, "n2 d"] | None, architecture: str, depth: int, **options
 ) -> Float[Array, "n1 n2"]:
-    """The infinite-width NTK Θ∞(x1, x2) of the network (MATH.md §6); the
+    """The infinite-width NTK Θ∞(x1, x2) of the network (docs/theory.md §6); the
     arguments are those of :func:`kernels`."""
     return kernels(x1, x2, architecture, depth, **options).ntk
 
@@ -608,7 +614,7 @@ def nngp(
     x1: Float[ArrayLike, "n1 d"], x2: Float[ArrayLike, "n2 d"] | None, architecture: str, depth: int, **options
 ) -> Float[Array, "n1 n2"]:
     """The NNGP kernel lim E[f(x1) f(x2)] of the network at initialisation
-    (MATH.md §6); the arguments are those of :func:`kernels`."""
+    (docs/theory.md §6); the arguments are those of :func:`kernels`."""
     return kernels(x1, x2, architecture, depth, **options).nngp
 
 
@@ -654,7 +660,7 @@ def nngp_profile(rho: Float[ArrayLike, " r"], architecture: str, depth: int, **o
 def ntk_shape(rho: Float[ArrayLike, " r"], architecture: str, depth: int, **options) -> Float[Array, " r"]:
     """``Θ(ρ)/Θ(1)`` on the unit sphere, safe at any depth (the HWTZ depth-degeneracy curve).
 
-    MATH.md §6's table ``Θ_L(0.5)/(L + 1)`` is
+    docs/theory.md §6's table ``Θ_L(0.5)/(L + 1)`` is
     ``ntk_shape(0.5, "ffnet", L − 1, activation="relu")``.
     """
     limit, _ = _profile(rho, architecture, depth, options)

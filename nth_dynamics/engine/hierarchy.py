@@ -1,5 +1,5 @@
 """The Neural Tangent Hierarchy truncated at order p, integrated with Diffrax
-(MATH.md §3; HY Thm 2.3 and eq. 2.7).
+(docs/theory.md §3; HY Thm 2.3 and eq. 2.7).
 
     df_a/dt   = −(1/n) Σ_b K2(a, b) r_b
     dK(r)/dt  = −(1/n) Σ_b K(r+1)(…, b) r_b        2 ≤ r ≤ p − 1
@@ -153,7 +153,7 @@ def closed_form_p2(
     y_train: Float[Array, " n"],
     ts: Float[Array, " time"],
 ) -> Float[Array, "time n_eval"]:
-    """Outputs of the frozen-NTK (p = 2) dynamics in closed form (MATH.md §3):
+    """Outputs of the frozen-NTK (p = 2) dynamics in closed form (docs/theory.md §3):
 
         f_train(t) − y = exp(−t K_tt / n) (f_train(0) − y)
         f_eval(t) = f_eval(0) − K_et K_tt⁻¹ (I − exp(−t K_tt / n)) (f_train(0) − y)

@@ -1,0 +1,2 @@
+"""The infinite-width theory: the limit kernels (``limits``), their spectra on
+the sphere (``spectrum``) and the studies that read them (docs/theory.md §6)."""
