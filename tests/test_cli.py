@@ -13,7 +13,7 @@ import xarray as xr
 
 import nth_dynamics as nd
 from nth_dynamics.cli import main
-from nth_dynamics.pipeline import sweep
+from nth_dynamics.pipeline import execution, sweep
 
 TINY = """\
 name: tiny
@@ -93,7 +93,7 @@ def test_an_interrupted_sweep_resumes_from_its_finished_cells(tiny, tmp_path, mo
 
     ran = []
     real_run_cell = sweep.run_cell
-    monkeypatch.setattr(sweep, "run_cell", lambda cell, **kw: ran.append(cell.id) or real_run_cell(cell, **kw))
+    monkeypatch.setattr(execution, "run_cell", lambda cell, **kw: ran.append(cell.id) or real_run_cell(cell, **kw))
     resumed = nd.simulate(scenario, cache_dir=cache)
     assert ran == [scenario.cells()[1].id]
     with xr.open_dataset(result) as complete:
@@ -107,7 +107,7 @@ def test_parts_of_a_sweep_share_a_cells_directory_and_the_whole_only_combines(ti
         part = ["simulate", str(scenario_path), "--set", f"network.width=[{width}]", "--cells", str(cells), "--quiet"]
         assert main([*part, "-o", str(tmp_path / f"part{width}.nc")]) == 0
     assert len(list(cells.glob("*.nc"))) == 2  # kept after success
-    monkeypatch.setattr(sweep, "run_cell", lambda *a, **k: pytest.fail("a cell ran again"))
+    monkeypatch.setattr(execution, "run_cell", lambda *a, **k: pytest.fail("a cell ran again"))
     whole = tmp_path / "whole.nc"
     assert main(["simulate", str(scenario_path), "--cells", str(cells), "-o", str(whole), "--quiet"]) == 0
     with xr.open_dataset(result) as complete, xr.open_dataset(whole) as combined:
@@ -115,7 +115,7 @@ def test_parts_of_a_sweep_share_a_cells_directory_and_the_whole_only_combines(ti
 
 
 def test_simulate_refuses_a_cell_above_the_memory_budget_before_running(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sweep, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
+    monkeypatch.setattr(execution, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
     path = tmp_path / "big.yaml"
     path.write_text(TINY + "memory_budget_gb: 1.0e-7\n")
     assert main(["simulate", str(path), "-o", str(tmp_path / "big.nc"), "--quiet"]) == 2
@@ -155,7 +155,7 @@ def test_cells_run_on_a_running_scheduler(tiny, tmp_path):
 def test_workers_share_the_memory_budget(tmp_path, capsys, monkeypatch):
     """A cell that fits memory_budget_gb alone but not half of it is refused
     with two workers, before anything runs."""
-    monkeypatch.setattr(sweep, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
+    monkeypatch.setattr(execution, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY + "memory_budget_gb: 1.0e-9\n")  # the least a cell can take: one seed, one direction
     least = max(sweep.estimate_cell(cell)["bytes"] for cell in nd.load_scenario(path).cells())
@@ -191,9 +191,9 @@ CLI_BAD_INPUTS = [
     ("time: {unit: seconds}", [], "time.unit: got 'seconds', allowed: 't' or 'n_over_lambda_min'"),
     ("hierarchy: {rtol: -1.0}", [], "hierarchy.rtol: got -1.0"),
     ("data: {n_test: -2}", [], "data.n_test: got -2"),
-    ("", ["--set", "network.depth"], "not of the form key=value"),
-    ("", ["--set", "hierarchy.ordrs=[2]"], "hierarchy.ordrs: unknown key; did you mean 'orders'"),
-    ("", ["--set", "network.width=[8, 16"], "not valid YAML"),
+    ("seed: 0", ["--set", "network.depth"], "not of the form key=value"),
+    ("seed: 0", ["--set", "hierarchy.ordrs=[2]"], "hierarchy.ordrs: unknown key; did you mean 'orders'"),
+    ("seed: 0", ["--set", "network.width=[8, 16"], "not valid YAML"),
     ("memory_budget_gb: 1.0e-7", [], "memory_budget_gb: cell"),
 ]
 
@@ -214,7 +214,7 @@ def test_a_failed_solve_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
     def fail(cell, **kwargs):
         raise nd.SolverError(f"cell {cell.id}: NTH p=2 solver stopped after 1 steps")
 
-    monkeypatch.setattr(sweep, "run_cell", fail)
+    monkeypatch.setattr(execution, "run_cell", fail)
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY)
     assert main(["simulate", str(path), "-o", str(tmp_path / "tiny.nc"), "--quiet"]) == 1
@@ -245,7 +245,7 @@ def test_an_interrupt_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeyp
     def interrupt(cell, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep, "run_cell", interrupt)
+    monkeypatch.setattr(execution, "run_cell", interrupt)
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY)
     assert main(["simulate", str(path), "-o", str(tmp_path / "tiny.nc"), "--quiet"]) == 130
