@@ -54,18 +54,16 @@ Group = Literal[PARAMETER_GROUPS]  # type: ignore[valid-type]
 
 
 class Section(BaseModel):
-    """A section of a scenario: unknown keys are errors, values are frozen."""
+    """A section of a scenario: unknown keys are errors, values are frozen,
+    floats finite (nan and ±inf are refused wherever a number is meant)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 def Values(item: Any, *, allow_empty: bool = False) -> Any:  # noqa: N802  (a type constructor)
     """One value or a list of distinct values, stored sorted (the axis of a study)."""
     check = _unrepeated if allow_empty else _distinct
     return Annotated[tuple[item, ...], BeforeValidator(_as_tuple), AfterValidator(check), AfterValidator(_sorted)]
-
-
-Digit = Annotated[int, Field(ge=0, le=9)]
 
 
 Digit = Annotated[int, Field(ge=0, le=9)]

@@ -14,6 +14,7 @@ import xarray as xr
 import nth_dynamics as nd
 from nth_dynamics.cli import main
 from nth_dynamics.pipeline import execution, sweep
+from nth_dynamics.pipeline.scenario import parse_scenario
 
 TINY = """\
 name: tiny
@@ -196,6 +197,74 @@ CLI_BAD_INPUTS = [
     ("seed: 0", ["--set", "network.width=[8, 16"], "not valid YAML"),
     ("memory_budget_gb: 1.0e-7", [], "memory_budget_gb: cell"),
 ]
+
+
+STRICT_BAD_INPUTS = [
+    # (file content, extra arguments, the field, what is allowed): no coercion, nothing finite lost, no key twice
+    ("network: {width: '64'}", [], "network.width", "got '64', allowed: a valid integer"),
+    ("seed: 1.0", [], "seed", "got 1.0, allowed: a valid integer"),
+    ("time: {t1: true}", [], "time.t1", "got True, allowed: a valid number"),
+    ("name: 1", [], "name", "got 1, allowed: a valid string"),
+    ("output: {save_kernels: 1}", [], "output.save_kernels", "got 1, allowed: a valid boolean"),
+    ("data: {label_noise: '0.1'}", [], "data.label_noise", "got '0.1', allowed: a valid number"),
+    ("network: {width: [8, '16']}", [], "network.width[1]", "allowed: a valid integer"),
+    ("time: {t1: .inf}", [], "time.t1", "got inf, allowed: a finite number"),
+    ("hierarchy: {rtol: .nan}", [], "hierarchy.rtol", "got nan, allowed: a finite number"),
+    ("network: {architecture: resnet, alpha: -.inf}", [], "network.alpha", "allowed: a finite number"),
+    ("seed: 0", ["--set", "time.t1=.inf"], "time.t1", "got inf, allowed: a finite number"),
+    ("seed: 0", ["--set", "network.width='64'"], "network.width", "got '64', allowed: a valid integer"),
+    ("network:\n  width: 8\n  depth: 1\n  width: 16\n", [], "width: line 4",
+     "duplicate key (first given at line 2); allowed: each key once"),
+    ("seed: 0\nseed: 1\n", [], "seed: line 2", "duplicate key"),
+    ("seed: 0", ["--set", "network={width: 8, width: 16}"], "--set network", "duplicate key 'width'"),
+    ("", [], "(top level)", "the file is empty; allowed: a YAML mapping"),
+    ("# only a comment\n", [], "(top level)", "the file is empty"),
+]
+
+
+@pytest.mark.parametrize("content, extra, field, allowed", STRICT_BAD_INPUTS, ids=[f"{c[2]}-{c[3][:24]}" for c in STRICT_BAD_INPUTS])
+def test_strict_input_exits_2_naming_the_file_the_field_and_what_is_allowed(tmp_path, capsys, content, extra, field, allowed):
+    path = tmp_path / "scenario.yaml"
+    path.write_text(content)
+    assert main(["validate", str(path), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith(f"error: {path}: {field}") and allowed in err, err
+
+
+def test_an_integer_where_a_float_is_meant_is_a_float_and_1e_minus_9_is_a_number(tmp_path):
+    """The two coercions strict validation keeps: YAML 1.1 reads 1e-9 as text (YAML 1.2 as a number)."""
+    scenario = parse_scenario("time: {t1: 2}\nhierarchy: {rtol: 1e-9}\nmemory_budget_gb: 8")
+    assert scenario.time.t1 == 2.0 and isinstance(scenario.time.t1, float)
+    assert scenario.hierarchy.rtol == 1e-9 and scenario.memory_budget_gb == 8.0
+
+
+def _unwritable_outputs(tmp_path):
+    """(arguments after the scenario, the field, what the message says): outputs that cannot be written."""
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "dir.nc").mkdir()
+    (tmp_path / "store.zarr").write_text("")
+    (tmp_path / "taken.nc.cells").write_text("")
+    return [
+        (["-o", str(tmp_path / "dir.nc")], "output.path", "is an existing directory; allowed: a .nc file path"),
+        (["-o", str(tmp_path / "a_file" / "sub" / "out.nc")], "output.path", "cannot be created ("),
+        (["-o", str(tmp_path / "store.zarr")], "output.path", "is an existing file; allowed: a .zarr directory store"),
+        (["-o", str(tmp_path / "ok.nc"), "--cells", str(tmp_path / "a_file")], "--cells", "is an existing file; allowed: a directory"),
+        (["-o", str(tmp_path / "ok.nc"), "--cells", str(tmp_path / "a_file" / "cells")], "--cells", "cannot be created"),
+        (["-o", str(tmp_path / "taken.nc")], "--cells (default OUT.cells/)", "is an existing file"),
+    ]
+
+
+def test_an_output_that_cannot_be_written_exits_2_before_any_computation(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(execution, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    for arguments, field, allowed in _unwritable_outputs(tmp_path):
+        assert main(["simulate", str(path), "--quiet", *arguments]) == 2, arguments
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith(f"error: {path}: {field}: '"), err
+        assert allowed in err, err
+    assert not (tmp_path / "ok.nc").exists()
 
 
 @pytest.mark.parametrize("content, extra, fragment", CLI_BAD_INPUTS, ids=[c[2][:30] for c in CLI_BAD_INPUTS])
