@@ -5,7 +5,7 @@ them, the activation and parameter-group names)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -67,3 +67,8 @@ def Values(item: Any, *, allow_empty: bool = False) -> Any:  # noqa: N802  (a ty
 
 
 Digit = Annotated[int, Field(ge=0, le=9)]
+
+
+def fail(source: str, path: str, problem: str) -> NoReturn:
+    """Raise the one-line :class:`ScenarioError` ``<source>: <field path>: <problem>``."""
+    raise ScenarioError(f"{source}: {path}: {problem}")

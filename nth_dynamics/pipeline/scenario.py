@@ -26,7 +26,6 @@ naming the file, the field path and what is allowed.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -49,9 +48,11 @@ from pydantic import (
 )
 
 from .._schema import ScenarioError, Section, Sweep
-from ..data import digits_class_sizes, read_file_arrays
+from .._schema import fail as _fail
 from ..engine.networks import residual_scale
 from .cells import Cell, CellSpec, NetworkSpec
+from .data_checks import check_digits as _check_digits
+from .data_checks import file_digest, resolve_file_data
 from .loading import apply_override, as_tuples, describe, read_yaml
 from .schema import (
     DATA_KINDS,
@@ -169,7 +170,7 @@ class Scenario(Section):
     def cells(self) -> list[Cell]:
         """The cells of the sweep, outermost grid dimension first."""
         grid = self.grid()
-        digest = _file_digest(self.data.path) if isinstance(self.data, FileData) else None
+        digest = file_digest(self.data.path) if isinstance(self.data, FileData) else None
         return [
             Cell.of(coords, self.cell_spec(coords, data_sha256=digest))
             for coords in (dict(zip(grid, combination)) for combination in itertools.product(*grid.values()))
@@ -268,10 +269,6 @@ def _default_name(source: str) -> str:
     return stem if stem[:1].isalnum() else "scenario"
 
 
-def _fail(scenario_source: str, path: str, problem: str) -> None:
-    raise ScenarioError(f"{scenario_source}: {path}: {problem}")
-
-
 def _narrowed_to_ffnet(scn: Scenario) -> Scenario:
     """A sweep over both architectures narrowed by ``--set`` to FFNets only
     (e.g. one process per architecture): the file's residual scale no longer
@@ -334,30 +331,12 @@ def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:
         )
     data = scn.data
     if isinstance(data, FileData):
-        data = _resolve_file_data(data, source, base_dir)
+        data = resolve_file_data(data, source, base_dir)
     elif isinstance(data, DigitsData):
         _check_digits(data, source)
     elif isinstance(data, TeacherData) and data.teacher == "harmonic" and data.d < 2:
         _fail(source, "data.d", f"got {data.d}, allowed: d ≥ 2 for a spherical-harmonic teacher")
     return scn.model_copy(update={"data": data})
-
-
-def _check_digits(data: DigitsData, source: str, section: str = "data") -> None:
-    """The digits task (``data`` or a depth_generalization study): d, classes and sizes."""
-
-    if data.d > 64:
-        _fail(source, f"{section}.d", f"got {data.d}, allowed: 1 to 64 (the digits are 8×8 images)")
-    if data.classes[0] == data.classes[1]:
-        _fail(source, f"{section}.classes", f"got {list(data.classes)}, allowed: two different digits 0–9")
-    available = sum(digits_class_sizes()[c] for c in data.classes)
-    n_train = data.n_train if isinstance(data.n_train, int) else max(data.n_train)
-    if n_train + data.n_test > available:
-        _fail(
-            source,
-            f"{section}.n_train",
-            f"n_train + n_test = {n_train + data.n_test} but the digits {list(data.classes)} "
-            f"have {available} images; allowed: n_train + n_test ≤ {available}",
-        )
 
 
 def _resolve_infinite_width(scn: Scenario, source: str) -> Scenario:
@@ -401,43 +380,6 @@ def _resolve_infinite_width(scn: Scenario, source: str) -> Scenario:
             _fail(source, "infinite_width.readout", "got 'activation' with branch one (no covariance recursion); "
                   "allowed: 'linear', or branch two")
     return scn
-
-
-def _resolve_file_data(data: FileData, source: str, base_dir: Path) -> FileData:
-
-    path = Path(data.path).expanduser()
-    path = path if path.is_absolute() else (base_dir / path)
-    if path.suffix not in (".npz", ".csv"):
-        _fail(source, "data.path", f"got {data.path!r}, allowed: a .npz or .csv file")
-    if not path.is_file():
-        _fail(
-            source,
-            "data.path",
-            f"{str(path)!r}: no such file; allowed: an existing .npz or .csv file (relative to the scenario file)",
-        )
-    try:
-        x_train, _, x_test, _ = read_file_arrays(path)
-    except ValueError as error:
-        _fail(source, "data.path", f"{path.name}: {error}")
-    updates: dict[str, Any] = {"path": str(path.resolve())}
-    d = x_train.shape[1]
-    if data.d is not None and data.d != d:
-        _fail(source, "data.d", f"got {data.d} but the file's inputs have {d} columns; allowed: {d} (or omit d)")
-    updates["d"] = d
-    n_file, n_test_file = x_train.shape[0], x_test.shape[0]
-    n_train = data.n_train or (n_file,)
-    if max(n_train) > n_file:
-        _fail(source, "data.n_train", f"got {max(n_train)}, allowed: at most the file's {n_file} training rows")
-    updates["n_train"] = n_train
-    n_test = n_test_file if data.n_test is None else data.n_test
-    if n_test > n_test_file:
-        _fail(source, "data.n_test", f"got {n_test}, allowed: at most the file's {n_test_file} test rows")
-    updates["n_test"] = n_test
-    return data.model_copy(update=updates)
-
-
-def _file_digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def iter_fields(model: type[BaseModel] = Scenario, prefix: str = "") -> Iterable[str]:
