@@ -161,7 +161,10 @@ def test_the_committed_quickstart_result_has_the_design_layout():
 def test_simulating_the_quickstart_reproduces_the_committed_result_bit_for_bit(tmp_path):
     """``simulate scenarios/quickstart.yaml`` gives results/quickstart.nc again:
     every data variable and coordinate identical (values, dtypes, CF
-    attributes) and the same cells; only the provenance attributes differ."""
+    attributes) and the same cells; only the provenance attributes differ.
+    (A change of the engine's floating-point order, e.g. the tower's direction
+    chunks, fails this at 1 ulp: then regenerate the committed result with the
+    README's first command.)"""
     from nth_dynamics.cli import main
 
     root = Path(__file__).resolve().parent.parent
