@@ -5,7 +5,7 @@ them, the activation and parameter-group names)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -54,9 +54,10 @@ Group = Literal[PARAMETER_GROUPS]  # type: ignore[valid-type]
 
 
 class Section(BaseModel):
-    """A section of a scenario: unknown keys are errors, values are frozen."""
+    """A section of a scenario: unknown keys are errors, values are frozen,
+    floats finite (nan and ±inf are refused wherever a number is meant)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 def Values(item: Any, *, allow_empty: bool = False) -> Any:  # noqa: N802  (a type constructor)
@@ -68,4 +69,6 @@ def Values(item: Any, *, allow_empty: bool = False) -> Any:  # noqa: N802  (a ty
 Digit = Annotated[int, Field(ge=0, le=9)]
 
 
-Digit = Annotated[int, Field(ge=0, le=9)]
+def fail(source: str, path: str, problem: str) -> NoReturn:
+    """Raise the one-line :class:`ScenarioError` ``<source>: <field path>: <problem>``."""
+    raise ScenarioError(f"{source}: {path}: {problem}")

@@ -32,6 +32,7 @@ from ._files import write_dataset
 from ._progress import Progress as SweepProgress
 from ._version import __version__
 from .engine.hierarchy import SolverError
+from .pipeline.destinations import check_destination
 from .pipeline.infinite_width import (
     check_study_budget,
     estimate_study,
@@ -193,6 +194,10 @@ def _simulate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
     scenario = load_scenario(args.scenario, overrides)
     output = scenario.output_path()
     cache = Path(args.cells) if args.cells else output.with_name(output.name + ".cells")
+    check_destination(output, source=scenario.source, field="output.path")  # before hours of computing
+    if scenario.kind == "finite_width":
+        field = "--cells" if args.cells else "--cells (default OUT.cells/)"
+        check_destination(cache, source=scenario.source, field=field, directory=True)
     progress = SweepProgress() if args.quiet else RichProgress(err)
     started = time.perf_counter()
     command = "nth-dynamics " + " ".join(shlex.quote(a) for a in argv)

@@ -13,7 +13,8 @@ import xarray as xr
 
 import nth_dynamics as nd
 from nth_dynamics.cli import main
-from nth_dynamics.pipeline import sweep
+from nth_dynamics.pipeline import execution, sweep
+from nth_dynamics.pipeline.scenario import parse_scenario
 
 TINY = """\
 name: tiny
@@ -93,7 +94,7 @@ def test_an_interrupted_sweep_resumes_from_its_finished_cells(tiny, tmp_path, mo
 
     ran = []
     real_run_cell = sweep.run_cell
-    monkeypatch.setattr(sweep, "run_cell", lambda cell, **kw: ran.append(cell.id) or real_run_cell(cell, **kw))
+    monkeypatch.setattr(execution, "run_cell", lambda cell, **kw: ran.append(cell.id) or real_run_cell(cell, **kw))
     resumed = nd.simulate(scenario, cache_dir=cache)
     assert ran == [scenario.cells()[1].id]
     with xr.open_dataset(result) as complete:
@@ -107,7 +108,7 @@ def test_parts_of_a_sweep_share_a_cells_directory_and_the_whole_only_combines(ti
         part = ["simulate", str(scenario_path), "--set", f"network.width=[{width}]", "--cells", str(cells), "--quiet"]
         assert main([*part, "-o", str(tmp_path / f"part{width}.nc")]) == 0
     assert len(list(cells.glob("*.nc"))) == 2  # kept after success
-    monkeypatch.setattr(sweep, "run_cell", lambda *a, **k: pytest.fail("a cell ran again"))
+    monkeypatch.setattr(execution, "run_cell", lambda *a, **k: pytest.fail("a cell ran again"))
     whole = tmp_path / "whole.nc"
     assert main(["simulate", str(scenario_path), "--cells", str(cells), "-o", str(whole), "--quiet"]) == 0
     with xr.open_dataset(result) as complete, xr.open_dataset(whole) as combined:
@@ -115,7 +116,7 @@ def test_parts_of_a_sweep_share_a_cells_directory_and_the_whole_only_combines(ti
 
 
 def test_simulate_refuses_a_cell_above_the_memory_budget_before_running(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sweep, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
+    monkeypatch.setattr(execution, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
     path = tmp_path / "big.yaml"
     path.write_text(TINY + "memory_budget_gb: 1.0e-7\n")
     assert main(["simulate", str(path), "-o", str(tmp_path / "big.nc"), "--quiet"]) == 2
@@ -155,7 +156,7 @@ def test_cells_run_on_a_running_scheduler(tiny, tmp_path):
 def test_workers_share_the_memory_budget(tmp_path, capsys, monkeypatch):
     """A cell that fits memory_budget_gb alone but not half of it is refused
     with two workers, before anything runs."""
-    monkeypatch.setattr(sweep, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
+    monkeypatch.setattr(execution, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY + "memory_budget_gb: 1.0e-9\n")  # the least a cell can take: one seed, one direction
     least = max(sweep.estimate_cell(cell)["bytes"] for cell in nd.load_scenario(path).cells())
@@ -191,11 +192,79 @@ CLI_BAD_INPUTS = [
     ("time: {unit: seconds}", [], "time.unit: got 'seconds', allowed: 't' or 'n_over_lambda_min'"),
     ("hierarchy: {rtol: -1.0}", [], "hierarchy.rtol: got -1.0"),
     ("data: {n_test: -2}", [], "data.n_test: got -2"),
-    ("", ["--set", "network.depth"], "not of the form key=value"),
-    ("", ["--set", "hierarchy.ordrs=[2]"], "hierarchy.ordrs: unknown key; did you mean 'orders'"),
-    ("", ["--set", "network.width=[8, 16"], "not valid YAML"),
+    ("seed: 0", ["--set", "network.depth"], "not of the form key=value"),
+    ("seed: 0", ["--set", "hierarchy.ordrs=[2]"], "hierarchy.ordrs: unknown key; did you mean 'orders'"),
+    ("seed: 0", ["--set", "network.width=[8, 16"], "not valid YAML"),
     ("memory_budget_gb: 1.0e-7", [], "memory_budget_gb: cell"),
 ]
+
+
+STRICT_BAD_INPUTS = [
+    # (file content, extra arguments, the field, what is allowed): no coercion, nothing finite lost, no key twice
+    ("network: {width: '64'}", [], "network.width", "got '64', allowed: a valid integer"),
+    ("seed: 1.0", [], "seed", "got 1.0, allowed: a valid integer"),
+    ("time: {t1: true}", [], "time.t1", "got True, allowed: a valid number"),
+    ("name: 1", [], "name", "got 1, allowed: a valid string"),
+    ("output: {save_kernels: 1}", [], "output.save_kernels", "got 1, allowed: a valid boolean"),
+    ("data: {label_noise: '0.1'}", [], "data.label_noise", "got '0.1', allowed: a valid number"),
+    ("network: {width: [8, '16']}", [], "network.width[1]", "allowed: a valid integer"),
+    ("time: {t1: .inf}", [], "time.t1", "got inf, allowed: a finite number"),
+    ("hierarchy: {rtol: .nan}", [], "hierarchy.rtol", "got nan, allowed: a finite number"),
+    ("network: {architecture: resnet, alpha: -.inf}", [], "network.alpha", "allowed: a finite number"),
+    ("seed: 0", ["--set", "time.t1=.inf"], "time.t1", "got inf, allowed: a finite number"),
+    ("seed: 0", ["--set", "network.width='64'"], "network.width", "got '64', allowed: a valid integer"),
+    ("network:\n  width: 8\n  depth: 1\n  width: 16\n", [], "width: line 4",
+     "duplicate key (first given at line 2); allowed: each key once"),
+    ("seed: 0\nseed: 1\n", [], "seed: line 2", "duplicate key"),
+    ("seed: 0", ["--set", "network={width: 8, width: 16}"], "--set network", "duplicate key 'width'"),
+    ("", [], "(top level)", "the file is empty; allowed: a YAML mapping"),
+    ("# only a comment\n", [], "(top level)", "the file is empty"),
+]
+
+
+@pytest.mark.parametrize("content, extra, field, allowed", STRICT_BAD_INPUTS, ids=[f"{c[2]}-{c[3][:24]}" for c in STRICT_BAD_INPUTS])
+def test_strict_input_exits_2_naming_the_file_the_field_and_what_is_allowed(tmp_path, capsys, content, extra, field, allowed):
+    path = tmp_path / "scenario.yaml"
+    path.write_text(content)
+    assert main(["validate", str(path), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith(f"error: {path}: {field}") and allowed in err, err
+
+
+def test_an_integer_where_a_float_is_meant_is_a_float_and_1e_minus_9_is_a_number(tmp_path):
+    """The two coercions strict validation keeps: YAML 1.1 reads 1e-9 as text (YAML 1.2 as a number)."""
+    scenario = parse_scenario("time: {t1: 2}\nhierarchy: {rtol: 1e-9}\nmemory_budget_gb: 8")
+    assert scenario.time.t1 == 2.0 and isinstance(scenario.time.t1, float)
+    assert scenario.hierarchy.rtol == 1e-9 and scenario.memory_budget_gb == 8.0
+
+
+def _unwritable_outputs(tmp_path):
+    """(arguments after the scenario, the field, what the message says): outputs that cannot be written."""
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "dir.nc").mkdir()
+    (tmp_path / "store.zarr").write_text("")
+    (tmp_path / "taken.nc.cells").write_text("")
+    return [
+        (["-o", str(tmp_path / "dir.nc")], "output.path", "is an existing directory; allowed: a .nc file path"),
+        (["-o", str(tmp_path / "a_file" / "sub" / "out.nc")], "output.path", "cannot be created ("),
+        (["-o", str(tmp_path / "store.zarr")], "output.path", "is an existing file; allowed: a .zarr directory store"),
+        (["-o", str(tmp_path / "ok.nc"), "--cells", str(tmp_path / "a_file")], "--cells", "is an existing file; allowed: a directory"),
+        (["-o", str(tmp_path / "ok.nc"), "--cells", str(tmp_path / "a_file" / "cells")], "--cells", "cannot be created"),
+        (["-o", str(tmp_path / "taken.nc")], "--cells (default OUT.cells/)", "is an existing file"),
+    ]
+
+
+def test_an_output_that_cannot_be_written_exits_2_before_any_computation(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(execution, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    for arguments, field, allowed in _unwritable_outputs(tmp_path):
+        assert main(["simulate", str(path), "--quiet", *arguments]) == 2, arguments
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith(f"error: {path}: {field}: '"), err
+        assert allowed in err, err
+    assert not (tmp_path / "ok.nc").exists()
 
 
 @pytest.mark.parametrize("content, extra, fragment", CLI_BAD_INPUTS, ids=[c[2][:30] for c in CLI_BAD_INPUTS])
@@ -214,7 +283,7 @@ def test_a_failed_solve_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
     def fail(cell, **kwargs):
         raise nd.SolverError(f"cell {cell.id}: NTH p=2 solver stopped after 1 steps")
 
-    monkeypatch.setattr(sweep, "run_cell", fail)
+    monkeypatch.setattr(execution, "run_cell", fail)
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY)
     assert main(["simulate", str(path), "-o", str(tmp_path / "tiny.nc"), "--quiet"]) == 1
@@ -245,7 +314,7 @@ def test_an_interrupt_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeyp
     def interrupt(cell, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep, "run_cell", interrupt)
+    monkeypatch.setattr(execution, "run_cell", interrupt)
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY)
     assert main(["simulate", str(path), "-o", str(tmp_path / "tiny.nc"), "--quiet"]) == 130

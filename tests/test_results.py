@@ -155,3 +155,24 @@ def test_the_committed_quickstart_result_has_the_design_layout():
         assert json.loads(ds.attrs["scenario"])["name"] == "quickstart"
         assert bool(ds.truncation_error.notnull().all())
         every_variable_has_cf_attributes(ds)
+
+
+@pytest.mark.slow
+def test_simulating_the_quickstart_reproduces_the_committed_result_bit_for_bit(tmp_path):
+    """``simulate scenarios/quickstart.yaml`` gives results/quickstart.nc again:
+    every data variable and coordinate identical (values, dtypes, CF
+    attributes) and the same cells; only the provenance attributes differ.
+    (A change of the engine's floating-point order, e.g. the tower's direction
+    chunks, fails this at 1 ulp: then regenerate the committed result with the
+    README's first command.)"""
+    from nth_dynamics.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    committed = root / "results" / "quickstart.nc"
+    fresh = tmp_path / "q.nc"
+    assert main(["simulate", str(root / "scenarios" / "quickstart.yaml"), "-o", str(fresh), "--quiet"]) == 0
+    old, new = read_dataset(committed), read_dataset(fresh)
+    xr.testing.assert_identical(new.drop_attrs(deep=False), old.drop_attrs(deep=False))
+    grid = [[{k: v for k, v in cell.items() if k not in ("memory_bytes", "stage_wall_times")}
+             for cell in json.loads(ds.attrs["cells"])] for ds in (old, new)]
+    assert grid[0] == grid[1]

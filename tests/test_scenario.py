@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import nth_dynamics as nd
 from nth_dynamics.pipeline.scenario import Scenario, iter_fields, parse_scenario
@@ -55,7 +56,7 @@ def test_the_grid_has_width_always_and_other_fields_only_when_swept():
     assert list(scn.grid()) == ["depth", "n_train", "width"]
     cells = scn.cells()
     assert len(cells) == 8
-    assert all(cell.spec["seeds"] == [0, 1, 2] for cell in cells)  # seeds are a batch, not cells
+    assert all(cell.spec.seeds == (0, 1, 2) for cell in cells)  # seeds are a batch, not cells
 
 
 def test_cell_ids_are_stable_and_depend_only_on_what_the_cell_computes():
@@ -74,7 +75,7 @@ def test_ffnet_cells_do_not_depend_on_the_resnet_scale():
     ffnet = {c.id for c in cells if c.coords["architecture"] == "ffnet"}
     resnet = {c.id for c in cells if c.coords["architecture"] == "resnet"}
     assert len(ffnet) == 1 and len(resnet) == 2
-    alphas = sorted(c.spec["network"]["alpha"] for c in cells if c.coords["architecture"] == "resnet")
+    alphas = sorted(c.spec.network.alpha for c in cells if c.coords["architecture"] == "resnet")
     assert alphas == [0.25, 0.5]  # α = depth^(−γ)
     # at depth 1 every γ gives α = 1: the ResNet cells coincide too
     assert len({c.id for c in scenario("network: {architecture: resnet, gamma: [0.5, 1.0]}").cells()}) == 1
@@ -177,3 +178,51 @@ def test_narrowing_a_two_architecture_sweep_to_ffnet_drops_the_residual_scale():
     assert [c.id for c in ffnet.cells()] == [c.id for c in whole.cells() if c.coords["architecture"] == "ffnet"]
     with pytest.raises(nd.ScenarioError, match="network.gamma: applies only to architecture resnet"):
         parse_scenario("network: {architecture: ffnet, gamma: 0.5}\n")  # written so in the file: a mistake
+
+
+# ----------------------------------------------------------------------------- committed results keep their cell ids
+
+RESULTS = sorted((ROOT / "results").glob("*.nc"))
+STALE = {"resnet_vs_ffnet_fixed_t": "made from resnet_vs_ffnet.yaml before its widths, tolerances and time.unit changed"}
+"""Results whose scenario file has moved on since: only their recorded input reproduces them."""
+
+
+def recorded(result: Path) -> dict:
+    """The attributes of a committed result (no data is read)."""
+    with xr.open_dataset(result, engine="h5netcdf") as ds:
+        return dict(ds.attrs)
+
+
+def unique_ids(scn: Scenario) -> list[str]:
+    return list(dict.fromkeys(cell.id for cell in scn.cells()))
+
+
+@pytest.mark.parametrize("result", RESULTS, ids=[path.stem for path in RESULTS])
+def test_the_committed_scenarios_expand_into_the_cells_of_their_committed_results(result):
+    """Each committed result, from its scenario file in scenarios/ and the
+    recorded ``--set`` overrides: the same cell ids, in the same order (so
+    every cached cell file is found again)."""
+    attrs = recorded(result)
+    source = ROOT / attrs["scenario_source"]
+    assert source.parent == ROOT / "scenarios" and source.exists(), attrs["scenario_source"]
+    ids = [cell["cell_id"] for cell in json.loads(attrs["cells"])]
+    scn = nd.load_scenario(source, json.loads(attrs["scenario_overrides"]))
+    if result.stem in STALE:
+        assert unique_ids(scn) != ids, f"{result.stem} is reproduced again: remove it from STALE"
+    else:
+        assert unique_ids(scn) == ids
+
+
+@pytest.mark.parametrize("result", RESULTS, ids=[path.stem for path in RESULTS])
+def test_the_recorded_input_of_every_committed_result_gives_its_cell_ids(result):
+    attrs = recorded(result)
+    source = ROOT / attrs["scenario_source"]
+    scn = parse_scenario(attrs["scenario_yaml"], source=str(source), base_dir=source.parent,
+                         overrides=json.loads(attrs["scenario_overrides"]))
+    assert unique_ids(scn) == [cell["cell_id"] for cell in json.loads(attrs["cells"])]
+
+
+def test_the_results_directory_holds_finite_width_results():
+    """(kind infinite_width results live in results/infinite_width/; every grid point has a width)"""
+    assert len(RESULTS) >= 10
+    assert all("width" in cell for path in RESULTS for cell in json.loads(recorded(path)["cells"]))

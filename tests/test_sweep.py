@@ -55,8 +55,8 @@ def test_the_default_unit_keeps_the_cell_ids_of_earlier_results():
     explicit = SCALED.replace("unit: n_over_lambda_min", "unit: t")
     cells = [parse_scenario(text).cells()[0] for text in (base, explicit, SCALED)]
     assert cells[0].id == cells[1].id != cells[2].id
-    assert "unit" not in cells[0].spec["time"]
-    assert json.loads(json.dumps(cells[2].spec))["time"]["unit"] == "n_over_lambda_min"
+    assert "unit" not in cells[0].spec.id_payload()["time"]
+    assert json.loads(json.dumps(cells[2].spec.id_payload()))["time"]["unit"] == "n_over_lambda_min"
 
 
 # ----------------------------------------------------------------------------- hierarchy.on_failure
@@ -107,7 +107,7 @@ def test_by_default_a_failed_solve_stops_the_cell_and_the_default_keeps_cell_ids
     explicit = parse_scenario(GENEROUS.replace("orders: [2, 3]", "orders: [2, 3], on_failure: stop")).cells()[0]
     record = parse_scenario(GENEROUS.replace("orders: [2, 3]", "orders: [2, 3], on_failure: record")).cells()[0]
     assert explicit.id == parse_scenario(GENEROUS).cells()[0].id != record.id
-    assert "on_failure" not in explicit.spec["hierarchy"]
+    assert "on_failure" not in explicit.spec.id_payload()["hierarchy"]
     assert "nth_failed" not in generous
 
 

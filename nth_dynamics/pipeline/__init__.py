@@ -1,2 +1,9 @@
-"""From a scenario file to one Dataset: the schema (``scenario``), the cells of
-its sweep and running them (``sweep``), and the results on disk (``results``)."""
+"""From a scenario file to one Dataset, each module importing only those listed before it:
+
+``schema`` (the sections of a scenario), ``study_specs`` → ``cells`` (what one grid point
+computes, its id) → ``loading`` (YAML, ``--set``, one-line messages) →
+``data_checks`` → ``scenario`` (the model, its grid; load_scenario) →
+``results`` (cell and combined Datasets) → ``estimates`` (memory, time) →
+``cell_run`` (one cell) → ``execution`` (in turn or on dask) →
+``infinite_width`` → ``sweep`` (simulate); ``destinations`` checks where a run writes.
+"""

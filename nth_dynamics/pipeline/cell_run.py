@@ -1,0 +1,199 @@
+"""Running one cell: every seed of one grid point as one vmapped computation,
+stage by stage (data → kernel tower → the truncated NTH for each order →
+reference training; docs/theory.md §1–§3), each stage one ``eqx.filter_jit``
+that compiles once per cell shape, never per seed. A cell is a pure function
+of its :class:`~nth_dynamics.pipeline.cells.CellSpec`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from ..data import make_data
+from ..engine.hierarchy import SUCCESSFUL, SolverError, check_solution, solve_nth
+from ..engine.kernels import kernel_tower, lambda_min
+from ..engine.networks import make_ensemble
+from ..engine.reference import gradient_descent, gradient_flow
+from .cells import Cell, CellSpec
+from .estimates import estimate_cell
+from .results import cell_dataset
+from .schema import descent_steps, save_times
+
+DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
+
+
+def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None) -> xr.Dataset:
+    """Run one cell: every seed of one grid point (a pure function of ``cell.spec``)."""
+    spec: CellSpec = cell.spec
+    dtype = DTYPES[spec.precision]
+    wall: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(name: str) -> Iterator[None]:
+        on_stage(name)
+        started = time.perf_counter()
+        yield
+        wall[name] = round(wall.get(name, 0.0) + time.perf_counter() - started, 3)
+
+    with stage("data"):
+        data = make_data(spec.data_mapping(), data_key(spec.data.seed), dtype)
+        ts = jnp.asarray(save_times(spec.time, spec.reference), dtype)
+    estimate = estimate_cell(cell)
+    seeds = list(spec.seeds)
+    batches = [seeds[i : i + estimate["seed_batch"]] for i in range(0, len(seeds), estimate["seed_batch"])]
+    results = [
+        _run_seed_batch(cell, data, batch, ts, estimate["batch_size"], stage, dtype) for batch in batches
+    ]
+    tower, nth, ref, time_scale = (
+        jax.tree.map(lambda *parts: np.concatenate(parts), *[result[i] for result in results])
+        for i in range(4)
+    )
+    def stack(name: str, key: str | None = None) -> np.ndarray:
+        parts = [t.stats[key] if key else getattr(t, name) for t in nth]
+        return np.stack([np.asarray(part) for part in parts], axis=1)
+
+    return cell_dataset(
+        seeds=spec.seeds,
+        orders=spec.hierarchy.orders,
+        ts=np.asarray(ts),
+        y_train=np.asarray(data.y_train),
+        y_test=np.asarray(data.y_test),
+        tower0=[np.asarray(k) for k in tower],
+        f_nth=stack("f"),
+        ntk_nth=stack("ntk"),
+        nth_stats={key: stack("", key) for key in ("num_steps", "num_rejected_steps")},
+        nth_failed=stack("", "result") != SUCCESSFUL if spec.hierarchy.on_failure == "record" else None,
+        f_ref=np.asarray(ref.f),
+        ntk_ref=np.asarray(ref.ntk),
+        ref_stats={key: np.asarray(ref.stats[key]) for key in ("num_steps", "num_rejected_steps")},
+        time_scale=time_scale if spec.time.unit != "t" else None,
+        save_kernels=spec.save_kernels,
+        attrs={
+            "cell_id": cell.id,
+            "cell_spec": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
+            "stage_wall_times": json.dumps(wall),
+        },
+    )
+
+
+def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, stage, dtype):
+    """Tower, NTH solves and reference of one batch of seeds, vmapped as one
+    computation; returns (tower, [trajectory per order], reference, time
+    scale per seed) as numpy. The save times ``ts`` are multiplied by each
+    seed's time scale (1, or n/λ_min(K2₀) for ``time.unit: n_over_lambda_min``)."""
+    spec: CellSpec = cell.spec
+    network, hierarchy, reference = spec.network, spec.hierarchy, spec.reference
+    with stage("data"):
+        ensemble = make_ensemble(
+            network.architecture, spec.data.d, network.width, network.depth,
+            network_keys(seeds), **network.options(), dtype=dtype,
+        )
+    x_eval = data.x_eval
+    with stage("tower"):
+        tower, f0 = jax.block_until_ready(
+            _initial_tower(ensemble, data.x_train, x_eval, max(hierarchy.orders), batch_size)
+        )
+    time_scale = _time_scale(tower[0], spec.time.unit, cell, seeds)
+    ts = jnp.asarray(time_scale, dtype)[:, None] * ts[None, :]  # (seed, time): physical save times per seed
+    nth = []
+    for p in hierarchy.orders:
+        with stage(f"NTH p={p}"):
+            trajectory = jax.block_until_ready(
+                _solve_nth_batch(
+                    tower[: p - 1], f0, data.y_train, ts,
+                    hierarchy.solver, hierarchy.rtol, hierarchy.atol, hierarchy.max_steps,
+                )
+            )
+            if hierarchy.on_failure == "stop":
+                _check(trajectory, f"NTH p={p}", cell)
+            nth.append(trajectory)
+    with stage("reference"):
+        if reference.method == "gradient_descent":
+            steps, save_every = descent_steps(spec.time, reference)
+            ref = _gradient_descent_batch(ensemble, data.x_train, data.y_train, reference.lr, steps, save_every, x_eval)
+        else:
+            ref = _gradient_flow_batch(
+                ensemble, data.x_train, data.y_train, ts, x_eval,
+                reference.solver, reference.rtol, reference.atol, reference.max_steps,
+            )
+        ref = jax.block_until_ready(ref)
+        _check(ref, "reference", cell)
+    return jax.tree.map(np.asarray, (tower, nth, ref, time_scale))
+
+
+def _time_scale(ntk0, unit: str, cell: Cell, seeds: Sequence[int]) -> np.ndarray:
+    """Gradient-flow time per unit of the save times, per seed: 1, or
+    n/λ_min of the training block of K2₀ (``ntk0``: seed, point, train_point)."""
+    if unit == "t":
+        return np.ones(len(seeds))
+    lam = np.asarray(lambda_min(ntk0))
+    if not np.all(lam > 0):
+        seed = seeds[int(np.argmin(lam))]
+        raise SolverError(
+            f"cell {cell.id} ({cell.label()}): time.unit n_over_lambda_min needs a positive definite K2₀, "
+            f"but seed {seed} has λ_min = {lam.min():.3g} (repeated or degenerate training points?); "
+            "use time.unit 't'"
+        )
+    return ntk0.shape[-1] / lam
+
+
+def data_key(seed: int) -> jax.Array:
+    """PRNG key of the data: independent of the network keys of the same seed."""
+    return jax.random.fold_in(jax.random.key(seed), 0xDA7A)
+
+
+def network_keys(seeds: Sequence[int]) -> jax.Array:
+    """One PRNG key per network seed, stacked (the ensemble axis)."""
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 1))(jnp.asarray(seeds))
+
+
+def _check(trajectory, what: str, cell: Cell) -> None:
+    try:
+        check_solution(trajectory, what)
+    except SolverError as error:
+        raise SolverError(f"cell {cell.id} ({cell.label()}): {error}") from None
+
+
+@eqx.filter_jit
+def _initial_tower(ensemble, x_train, x_eval, order: int, batch_size: int):
+    def one(model):
+        return kernel_tower(model, x_train, order, x_eval, batch_size=batch_size), jax.vmap(model)(x_eval)
+
+    return eqx.filter_vmap(one)(ensemble)
+
+
+@eqx.filter_jit
+def _solve_nth_batch(tower, f0, y_train, ts, solver: str, rtol: float, atol: float, max_steps: int):
+    def one(kernels, f, ts):
+        return solve_nth(kernels, f, y_train, ts, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps)
+
+    return eqx.filter_vmap(one)(tower, f0, ts)
+
+
+@eqx.filter_jit
+def _gradient_flow_batch(ensemble, x_train, y_train, ts, x_eval, solver: str, rtol: float, atol: float, max_steps: int):
+    def one(model, ts):
+        return gradient_flow(
+            model, x_train, y_train, ts, x_eval, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps
+        )
+
+    return eqx.filter_vmap(one)(ensemble, ts)
+
+
+@eqx.filter_jit
+def _gradient_descent_batch(ensemble, x_train, y_train, lr: float, steps: int, save_every: int, x_eval):
+    return eqx.filter_vmap(lambda model: gradient_descent(model, x_train, y_train, lr, steps, save_every, x_eval))(
+        ensemble
+    )
+
+
+
+__all__ = ["data_key", "network_keys", "run_cell"]

@@ -1,0 +1,141 @@
+"""Estimates of a cell before it runs: peak memory (bytes), a rough run time,
+and the chunking that fits the memory budget (the tower's direction chunk,
+the seeds run together); the budget check of a whole sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .._cost import COMPILE_SECONDS, FLOPS_PER_SECOND
+from .._schema import ScenarioError
+from ..engine.kernels import compile_bytes, tower_bytes
+from ..engine.networks import parameter_counts
+from .cells import Cell, CellSpec
+from .scenario import Scenario
+
+SOLVER_STAGES = {"tsit5": 7, "dopri5": 7, "dopri8": 13, "heun": 2, "bosh3": 4, "kvaerno5": 7}
+"""Vector-field evaluations kept per step (the memory of a Runge–Kutta step)."""
+IMPLICIT_SOLVERS = {"kvaerno5"}
+
+
+def estimate_cell(cell: Cell) -> dict[str, Any]:
+    """Rough peak memory (bytes) and run time (seconds) of a cell, before
+    allocating anything, and the direction chunk (``batch_size``) of its
+    kernel tower.
+
+    Memory: the solver state ((stages + 3) copies of the NTH state, or of
+    the trained parameters for the reference), the saved trajectories and the
+    parameters, plus the kernel tower (:func:`~nth_dynamics.engine.kernels.tower_bytes`)
+    with the largest direction chunk that fits what the rest leaves of
+    ``memory_budget_gb``; all × the seeds that run together as one vmapped
+    batch (``seed_batch``: all of them when they fit, else fewer at a time);
+    plus, once, the process itself: the JAX runtime and the compilation of
+    the tower (:func:`~nth_dynamics.engine.kernels.compile_bytes`).
+    """
+    spec: CellSpec = cell.spec
+    network, hierarchy, reference = spec.network, spec.hierarchy, spec.reference
+    itemsize = 8 if spec.precision == "float64" else 4
+    seeds = len(spec.seeds)
+    n, n_eval = spec.n_train, spec.n_eval
+    p_max, orders = max(hierarchy.orders), hierarchy.orders
+    n_saves = spec.time.n_saves
+    n_params, n_trained = parameter_counts(
+        network.architecture, spec.data.d, network.width, network.depth, **network.options()
+    )
+    activations = 2 * network.width * (network.depth + 1)
+
+    state = n_eval * sum(n ** (r - 1) for r in range(1, p_max))  # f, K2, …, K(p−1)
+    nth_solver = _solver_copies(hierarchy.solver, state) * itemsize
+    if reference.method == "gradient_descent":
+        ref_solver = 2 * n_trained * itemsize
+    else:
+        # Runge–Kutta stages plus ~8 more parameter-sized buffers (the
+        # controller's previous state and error estimate, the loss gradient and
+        # XLA temporaries): measured ~22 copies per seed for an FFNet of width
+        # 4096, where stages alone counted 10
+        ref_solver = (_solver_copies(reference.solver, n_trained) + 8 * n_trained) * itemsize
+    ref_ntk = tower_bytes(n_eval, n, 2, n_trained, activations=activations, itemsize=itemsize)
+    saved = (len(orders) + 1) * n_saves * n_eval * (1 + n) * itemsize
+    per_seed = {  # one network's share of each part
+        "nth_solver": nth_solver,
+        "reference": ref_solver + ref_ntk,
+        "saved": saved,
+        "parameters": 3 * n_params * itemsize,
+    }
+    rest = max(per_seed["nth_solver"], per_seed["reference"]) + per_seed["saved"] + per_seed["parameters"]
+
+    def tower(batch: int) -> int:
+        return tower_bytes(n_eval, n, p_max, n_trained, activations=activations, batch_size=batch, itemsize=itemsize)
+
+    # Seeds run as one vmapped batch when they fit, else in equal batches (a
+    # divisor of the seed count, so one compilation serves them all); within
+    # a batch, the largest direction chunk that fits what the rest leaves.
+    # The process itself (JAX, compiling the tower) is planned at its largest,
+    # a chunked tower's compilation.
+    budget = spec.memory_budget_gb * 1e9 - compile_bytes(p_max, chunked=True)
+    seed_batch = next(
+        (b for b in range(seeds, 0, -1) if seeds % b == 0 and b * (rest + tower(1)) <= budget), 1
+    )
+    share = budget / seed_batch - rest
+    batch = next((b for b in range(n, 0, -1) if n % b == 0 and tower(b) <= share), 1)  # divisors: direction_chunk
+    parts = {name: seed_batch * value for name, value in per_seed.items()}
+    parts["tower"] = seed_batch * tower(batch)
+    parts["compilation"] = compile_bytes(p_max, chunked=batch < n)
+    total = (parts["tower"] + max(parts["nth_solver"], parts["reference"]) + parts["saved"] + parts["parameters"]
+             + parts["compilation"])
+    return {
+        "bytes": int(total),
+        "parts": parts,
+        "seconds": _seconds(spec, n, n_eval, n_trained),
+        "batch_size": batch,
+        "seed_batch": seed_batch,
+    }
+
+
+def _solver_copies(solver: str, state: int) -> int:
+    copies = (SOLVER_STAGES.get(solver, 7) + 3) * state
+    return copies + state**2 if solver in IMPLICIT_SOLVERS else copies
+
+
+def _seconds(spec: CellSpec, n: int, n_eval: int, n_trained: int) -> float:
+    """Very rough: K2 costs a forward and backward pass per point, each
+    further level ~2 JVPs per direction of the one below; the solves assume ~100 steps; plus compilation per stage."""
+    seeds = len(spec.seeds)
+    orders = spec.hierarchy.orders
+    k2 = 6.0 * (n_eval + n) * n_trained  # one forward and backward pass per point
+    tower = sum(k2 * (2 * n) ** (r - 2) for r in range(2, max(orders) + 1))
+    state = n_eval * sum(n ** (r - 1) for r in range(1, max(orders) + 1))
+    nth = len(orders) * 100 * 7 * 2 * state * n
+    reference = 100 * 7 * 6 * n * n_trained + spec.time.n_saves * k2
+    flops = seeds * (tower + nth + reference)
+    return flops / FLOPS_PER_SECOND + COMPILE_SECONDS * (len(orders) + 2)
+
+
+def check_budget(
+    scenario: Scenario, cells: Sequence[Cell], estimates: Mapping[str, Mapping[str, Any]], workers: int = 1
+) -> None:
+    """Refuse the scenario if a cell's memory estimate exceeds its budget
+    (``memory_budget_gb``, shared by ``workers`` cells running at once)."""
+    budget = scenario.memory_budget_gb / workers * 1e9
+    share = f"the budget of {scenario.memory_budget_gb:g} GB" + (f" / {workers} workers" if workers > 1 else "")
+    for cell in cells:
+        estimate = estimates[cell.id]
+        if estimate["bytes"] > budget:
+            largest = max(estimate["parts"], key=estimate["parts"].get)
+            lower = {
+                "tower": "data.n_train, hierarchy.orders or the number of seeds",
+                "nth_solver": "hierarchy.orders, data.n_train or the number of seeds",
+                "reference": "network.width, data.n_train or the number of seeds",
+                "saved": "time.n_saves, data.n_test or the number of seeds",
+                "parameters": "network.width, network.depth or the number of seeds",
+                "compilation": "hierarchy.orders (the tower to the largest order is compiled in the process)",
+            }[largest]
+            raise ScenarioError(
+                f"{scenario.source}: memory_budget_gb: cell {cell.id} ({cell.label()}, {len(cell.spec.seeds)} seeds) "
+                f"needs ≈ {estimate['bytes'] / 1e9:.3g} GB (mostly {largest}), above {share}; "
+                f"allowed: lower {lower}, or raise memory_budget_gb" + (", or use fewer workers" if workers > 1 else "")
+            )
+
+
+__all__ = ["check_budget", "estimate_cell"]
