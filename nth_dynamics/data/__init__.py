@@ -22,6 +22,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..engine.networks import make_network
+from .harmonics import gegenbauer
 
 
 class Data(NamedTuple):
@@ -102,26 +103,6 @@ def teacher_data(spec: Mapping[str, Any], key: PRNGKeyArray):
             return np.asarray(jax.vmap(teacher)(jnp.asarray(x))) if x.shape[0] else np.zeros((0,))
 
     return x_train, target(x_train), x_test, target(x_test)
-
-
-def gegenbauer(degree: int, d: int, t: Float[Array, "..."]) -> Float[Array, "..."]:
-    """The Gegenbauer polynomial P_k of S^(d−1) (index λ = (d−2)/2), normalised
-    to P_k(1) = 1: the zonal spherical harmonic of degree k. d = 2 gives cos(k arccos t).
-    Works on NumPy and JAX arrays alike."""
-    lam = (d - 2) / 2
-    if lam == 0:  # Chebyshev: the λ → 0 limit of the normalised polynomials
-        previous, current = t * 0 + 1, t
-        for _ in range(1, degree):
-            previous, current = current, 2 * t * current - previous
-        return previous if degree == 0 else current
-
-    def unnormalised(s):
-        previous, current = s * 0 + 1, 2 * lam * s
-        for k in range(2, degree + 1):
-            previous, current = current, (2 * s * (k + lam - 1) * current - (k + 2 * lam - 2) * previous) / k
-        return previous if degree == 0 else current
-
-    return unnormalised(t) / unnormalised(1.0)
 
 
 def digits_data(spec: Mapping[str, Any], key: PRNGKeyArray):
