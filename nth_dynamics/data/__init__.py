@@ -130,6 +130,24 @@ def digits_class_sizes() -> np.ndarray:
     return np.bincount(_digits()[1], minlength=10)
 
 
+DIGIT_PIXELS = 64
+"""The bundled digits are 8×8 images: at most 64 principal components."""
+
+
+def digits_problem(d: int, classes: tuple[int, int], n_train: int, n_test: int) -> tuple[str, str] | None:
+    """What is wrong with a digits task of these sizes, as (field, problem:
+    what was given and what is allowed), or None if it can be built."""
+    if d > DIGIT_PIXELS:
+        return "d", f"got {d}, allowed: 1 to {DIGIT_PIXELS} (the digits are 8×8 images)"
+    if classes[0] == classes[1]:
+        return "classes", f"got {list(classes)}, allowed: two different digits 0–9"
+    available = sum(digits_class_sizes()[c] for c in classes)
+    if n_train + n_test > available:
+        return "n_train", (f"n_train + n_test = {n_train + n_test} but the digits {list(classes)} have {available} "
+                           f"images; allowed: n_train + n_test ≤ {available}")
+    return None
+
+
 @functools.cache
 def _digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
@@ -243,4 +261,13 @@ def _to_sphere(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-__all__ = ["Data", "digits_class_sizes", "gegenbauer", "make_data", "read_file_arrays", "sphere_points"]
+__all__ = [
+    "DIGIT_PIXELS",
+    "Data",
+    "digits_class_sizes",
+    "digits_problem",
+    "gegenbauer",
+    "make_data",
+    "read_file_arrays",
+    "sphere_points",
+]

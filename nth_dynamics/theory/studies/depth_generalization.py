@@ -16,7 +16,7 @@ from jaxtyping import Float
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from ..._schema import Activation, Digit, Values
-from ...data import digits_class_sizes
+from ...data import digits_problem
 from ...engine.hierarchy import closed_form_p2
 from .. import limits
 from .base import AbstractStudy, Estimate, StudyError, flops_per_pair_layer
@@ -32,10 +32,6 @@ from .common import (
     save,
     task_data,
 )
-
-DIGIT_PIXELS = 64
-"""The bundled digits are 8×8 images: at most 64 principal components."""
-
 
 class KernelPredictions(NamedTuple):
     regression: Float[np.ndarray, " n_test"]
@@ -98,16 +94,9 @@ class DepthGeneralizationStudy(AbstractStudy):
     lower: ClassVar[str] = "infinite_width.n_train or n_test"
 
     def check(self) -> None:
-        if self.task != "digits":
-            return
-        if self.d > DIGIT_PIXELS:
-            raise StudyError("d", f"got {self.d}, allowed: 1 to {DIGIT_PIXELS} (the digits are 8×8 images)")
-        if self.classes[0] == self.classes[1]:
-            raise StudyError("classes", f"got {list(self.classes)}, allowed: two different digits 0–9")
-        available = sum(digits_class_sizes()[c] for c in self.classes)
-        if self.n_train + self.n_test > available:
-            raise StudyError("n_train", f"n_train + n_test = {self.n_train + self.n_test} but the digits "
-                             f"{list(self.classes)} have {available} images; allowed: n_train + n_test ≤ {available}")
+        problem = digits_problem(self.d, self.classes, self.n_train, self.n_test) if self.task == "digits" else None
+        if problem:
+            raise StudyError(*problem)
 
     def run(self) -> xr.Dataset:
         data = task_data(self.task, n_train=self.n_train, n_test=self.n_test, d=self.d, seed=self.seed,
