@@ -35,7 +35,6 @@ from .engine.hierarchy import SolverError
 from .pipeline.destinations import check_destination
 from .pipeline.infinite_width import (
     check_study_budget,
-    estimate_study,
     is_study_result,
     study_cell,
     write_study_report,
@@ -258,11 +257,11 @@ def _validate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
 
 def _validate_study(scenario, out: Console) -> int:
     """The one cell of an infinite-width scenario, with rough estimates."""
-    cell, estimate = study_cell(scenario), estimate_study(scenario)
+    cell, estimate = study_cell(scenario), scenario.infinite_width.estimate()
     table = Table(title=f"1 cell (infinite width) → {scenario.output_path()}")
     for column in ("cell id", "study", "memory", "time (rough)"):
         table.add_column(column, justify="left" if column in ("cell id", "study") else "right")
-    table.add_row(cell.id, cell.spec["study"], _bytes(estimate["bytes"]), _seconds(estimate["seconds"]))
+    table.add_row(cell.id, cell.spec["study"], _bytes(estimate.bytes), _seconds(estimate.seconds))
     out.print(table)
     out.print(f"depth_study.{cell.spec['study']}(**{json.dumps(cell.spec['arguments'])})", markup=False)
     out.print(f"memory budget {scenario.memory_budget_gb:g} GB", markup=False)

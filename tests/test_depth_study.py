@@ -10,6 +10,7 @@ from scipy import linalg
 
 from nth_dynamics.pipeline.results import read_dataset, write_dataset
 from nth_dynamics.theory import depth_study
+from nth_dynamics.theory.studies import STUDIES
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_spectral_decay_dataset_fits_both_parities(spectra):
     assert spectra.coefficient.dims == ("model", "depth", "d", "k")
 
 
-def test_results_are_written_as_netcdf_figures_and_a_readme(tmp_path, convergence, digits_depth, shapes, spectra):
+def test_results_are_written_as_netcdf_figures_and_summaries(tmp_path, convergence, digits_depth, shapes, spectra):
     datasets = {
         "kernel_shapes": shapes,
         "test_error_digits": digits_depth,
@@ -117,13 +118,16 @@ def test_results_are_written_as_netcdf_figures_and_a_readme(tmp_path, convergenc
     depth_study.plot_generalization([digits_depth], tmp_path / "test_error_vs_depth")
     depth_study.plot_spectra(spectra, tmp_path / "spectra")
     depth_study.plot_width_convergence([convergence], tmp_path / "width_convergence")
-    report = depth_study.write_report(datasets, tmp_path / "README.md")
     for stem in ("kernel_shapes", "test_error_vs_depth", "spectra", "width_convergence"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 0 and (tmp_path / f"{stem}.svg").stat().st_size > 0
-    text = report.read_text()
-    assert "| 1000 | 999 | 0.2538 | 0.25380 |" in text  # the §6 table is computed at its own L
-    assert "## Spectra" in text and "## Finite networks" in text
     assert not list(tmp_path.glob(".*.tmp"))
+    text = STUDIES["kernel_shapes"](study="kernel_shapes").summarise(shapes)
+    assert "| 1000 | 0.25380 | 0.2538 |" in text  # the §6 table is computed at its own L
+    text = STUDIES["spectral_decay"](study="spectral_decay").summarise(spectra)
+    assert "decay exponent of μ_k, even k, depth 2" in text and "| resnet_g1 |" in text
+    text = STUDIES["width_convergence"](study="width_convergence").summarise(convergence)
+    assert f"slope of the mean deviation in log width {convergence.attrs['slope']:.3f}" in text
+    assert text.count("\n| ") == convergence.sizes["width"] + 1  # the header and one row per width
 
 
 @pytest.mark.slow
@@ -131,4 +135,6 @@ def test_run_all_quick_writes_every_result(tmp_path):
     depth_study.run_all(tmp_path, quick=True)
     for name in ("kernel_shapes", "test_error_digits", "test_error_teacher", "spectra", "width_convergence_resnet"):
         assert (tmp_path / f"{name}.nc").exists()
-    assert (tmp_path / "README.md").read_text().startswith("# Infinite-width kernels")
+    for stem in ("kernel_shapes", "test_error_vs_depth", "spectra", "width_convergence"):
+        assert (tmp_path / f"{stem}.png").exists()
+    assert not (tmp_path / "README.md").exists()  # results/infinite_width/README.md is written by hand

@@ -104,7 +104,7 @@ FAKE_DATASET = xr.Dataset({"value": (("depth",), np.ones(2), {"long_name": "a va
 @pytest.mark.parametrize("study", list(STUDIES))
 def test_simulate_calls_the_study_with_the_scenario_fields_and_adds_provenance(study, monkeypatch):
     calls = []
-    monkeypatch.setattr(depth_study, study, lambda **kwargs: calls.append(kwargs) or FAKE_DATASET.copy())
+    monkeypatch.setattr(STUDIES[study], "run", lambda self: calls.append(self.arguments()) or FAKE_DATASET.copy())
     extra = {"width_convergence": ", widths: [8, 16], seeds: 2", "spectral_decay": ", k_max: 16, fit_range: [4, 12]"}
     text = f"kind: infinite_width\ninfinite_width: {{study: {study}{extra.get(study, '')}}}\n"
     scn = scenario(text)
@@ -188,7 +188,7 @@ def test_bad_input_exits_2_with_one_line_naming_file_field_and_what_is_allowed(t
 
 
 def test_a_study_above_the_memory_budget_is_refused_before_running(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(depth_study, "kernel_shapes", lambda **kwargs: pytest.fail("the study ran"))
+    monkeypatch.setattr(STUDIES["kernel_shapes"], "run", lambda self: pytest.fail("the study ran"))
     path = tmp_path / "shapes.yaml"
     path.write_text(TINY_SHAPES + "memory_budget_gb: 1.0e-9\n")
     for command in (["validate", str(path)], ["simulate", str(path), "-o", str(tmp_path / "out.nc"), "--quiet"]):
@@ -204,7 +204,7 @@ def test_a_study_above_the_memory_budget_is_refused_before_running(tmp_path, cap
 
 
 def test_simulate_refuses_bad_input_and_bad_overrides_before_running(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(depth_study, "kernel_shapes", lambda **kwargs: pytest.fail("the study ran"))
+    monkeypatch.setattr(STUDIES["kernel_shapes"], "run", lambda self: pytest.fail("the study ran"))
     path = tmp_path / "shapes.yaml"
     path.write_text(TINY_SHAPES)
     out = tmp_path / "out.nc"

@@ -22,6 +22,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..engine.networks import make_network
+from .harmonics import gegenbauer
 
 
 class Data(NamedTuple):
@@ -104,26 +105,6 @@ def teacher_data(spec: Mapping[str, Any], key: PRNGKeyArray):
     return x_train, target(x_train), x_test, target(x_test)
 
 
-def gegenbauer(degree: int, d: int, t: Float[Array, "..."]) -> Float[Array, "..."]:
-    """The Gegenbauer polynomial P_k of S^(d−1) (index λ = (d−2)/2), normalised
-    to P_k(1) = 1: the zonal spherical harmonic of degree k. d = 2 gives cos(k arccos t).
-    Works on NumPy and JAX arrays alike."""
-    lam = (d - 2) / 2
-    if lam == 0:  # Chebyshev: the λ → 0 limit of the normalised polynomials
-        previous, current = t * 0 + 1, t
-        for _ in range(1, degree):
-            previous, current = current, 2 * t * current - previous
-        return previous if degree == 0 else current
-
-    def unnormalised(s):
-        previous, current = s * 0 + 1, 2 * lam * s
-        for k in range(2, degree + 1):
-            previous, current = current, (2 * s * (k + lam - 1) * current - (k + 2 * lam - 2) * previous) / k
-        return previous if degree == 0 else current
-
-    return unnormalised(t) / unnormalised(1.0)
-
-
 def digits_data(spec: Mapping[str, Any], key: PRNGKeyArray):
     """Two classes of scikit-learn's bundled 8×8 digits (no download), labels
     +1 (first class) / −1 (second), projected onto the first d principal
@@ -147,6 +128,24 @@ def digits_data(spec: Mapping[str, Any], key: PRNGKeyArray):
 def digits_class_sizes() -> np.ndarray:
     """Number of images of each digit 0–9 in the bundled set."""
     return np.bincount(_digits()[1], minlength=10)
+
+
+DIGIT_PIXELS = 64
+"""The bundled digits are 8×8 images: at most 64 principal components."""
+
+
+def digits_problem(d: int, classes: tuple[int, int], n_train: int, n_test: int) -> tuple[str, str] | None:
+    """What is wrong with a digits task of these sizes, as (field, problem:
+    what was given and what is allowed), or None if it can be built."""
+    if d > DIGIT_PIXELS:
+        return "d", f"got {d}, allowed: 1 to {DIGIT_PIXELS} (the digits are 8×8 images)"
+    if classes[0] == classes[1]:
+        return "classes", f"got {list(classes)}, allowed: two different digits 0–9"
+    available = sum(digits_class_sizes()[c] for c in classes)
+    if n_train + n_test > available:
+        return "n_train", (f"n_train + n_test = {n_train + n_test} but the digits {list(classes)} have {available} "
+                           f"images; allowed: n_train + n_test ≤ {available}")
+    return None
 
 
 @functools.cache
@@ -262,4 +261,13 @@ def _to_sphere(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-__all__ = ["Data", "digits_class_sizes", "gegenbauer", "make_data", "read_file_arrays", "sphere_points"]
+__all__ = [
+    "DIGIT_PIXELS",
+    "Data",
+    "digits_class_sizes",
+    "digits_problem",
+    "gegenbauer",
+    "make_data",
+    "read_file_arrays",
+    "sphere_points",
+]

@@ -160,6 +160,9 @@ def closed_form_p2(
 
     computed through the eigendecomposition of K_tt, with (1 − e^{−tλ/n})/λ
     taken to its limit t/n as λ → 0 so that a singular K_tt stays finite.
+    A time ``inf`` gives the t → ∞ limit, kernel (ridgeless) regression
+    f_eval = f_eval(0) − K_et K_tt⁻¹ (f_train(0) − y), with the eigenvalues
+    of K_tt floored at 1e-13 λ_max (rounding can leave λ_min ≤ 0).
     """
     ntk, f0, y_train, ts = map(jnp.asarray, (ntk, f0, y_train, ts))
     n = y_train.shape[0]
@@ -173,6 +176,8 @@ def closed_form_p2(
         -jnp.expm1(-rates) / jnp.where(eigenvalues == 0, 1.0, eigenvalues)[None, :],
         ts[:, None] / n * (1 - rates / 2),
     )
+    floored = jnp.maximum(eigenvalues, 1e-13 * eigenvalues[-1])
+    gain = jnp.where(jnp.isinf(ts)[:, None], 1 / floored[None, :], gain)  # K_tt⁻¹ at t = ∞
     decrement = (gain * residual0[None, :]) @ eigenvectors.T  # K_tt⁻¹(I − e^{−tK/n}) r0
     return f0[None, :] - decrement @ ntk.T
 

@@ -69,13 +69,7 @@ from .schema import (
     Time,
     save_times,
 )
-from .study_specs import (
-    STUDIES,
-    DepthGeneralizationStudy,
-    SpectralDecayStudy,
-    StudySpec,
-    WidthConvergenceStudy,
-)
+from ..theory.studies import STUDIES, StudyError, StudySpec
 
 SWEEP_DIMS: dict[str, str] = {
     "architecture": "network.architecture",
@@ -358,27 +352,10 @@ def _resolve_infinite_width(scn: Scenario, source: str) -> Scenario:
     if not jax.config.jax_enable_x64:
         _fail(source, "kind", "infinite_width needs float64 but JAX runs in float32 (NTH_DYNAMICS_X64=0); "
               "allowed: unset NTH_DYNAMICS_X64")
-    if isinstance(study, DepthGeneralizationStudy) and study.task == "digits":
-        _check_digits(study, source, "infinite_width")
-    elif isinstance(study, SpectralDecayStudy):
-        low, high = study.fit_range
-        if not (low + 3 <= high <= study.k_max):
-            _fail(source, "infinite_width.fit_range", f"got {list(study.fit_range)}, allowed: [k_min, k_max] with "
-                  f"k_min + 3 ≤ k_max ≤ infinite_width.k_max = {study.k_max} (two degrees of each parity)")
-    elif isinstance(study, WidthConvergenceStudy):
-        resnet = study.architecture == "resnet"
-        if len(study.widths) < 2:
-            _fail(source, "infinite_width.widths", f"got {list(study.widths)}, allowed: at least two widths (for the slope)")
-        if study.alpha is not None and study.gamma is not None:
-            _fail(source, "infinite_width.alpha", "give either alpha or gamma for the residual scale, not both")
-        for name in ("alpha", "gamma"):
-            if getattr(study, name) is not None and not resnet:
-                _fail(source, f"infinite_width.{name}", "applies only to architecture resnet; allowed: remove it")
-        if resnet and study.depth == 0:
-            _fail(source, "infinite_width.depth", "got 0, allowed: depth ≥ 1 for resnet (ffnet allows 0)")
-        if resnet and study.branch == "one" and study.readout == "activation":
-            _fail(source, "infinite_width.readout", "got 'activation' with branch one (no covariance recursion); "
-                  "allowed: 'linear', or branch two")
+    try:
+        study.check()
+    except StudyError as error:
+        _fail(source, f"infinite_width.{error.field}", error.problem)
     return scn
 
 

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from .._fits import fit_line as _least_squares
+
 RESAMPLES = 1000
 """Bootstrap resamples of the seeds per fit."""
 CONFIDENCE = 0.95
@@ -242,23 +244,6 @@ def resample_counts(samples: int, resamples: int, seed: int = BOOTSTRAP_SEED) ->
     counts = np.zeros((resamples, samples))
     np.add.at(counts, (np.arange(resamples)[:, None], draws), 1.0)
     return counts
-
-
-def _least_squares(x: np.ndarray, y: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Slope and intercept of y against x over the last axis, using only the
-    ``valid`` points (broadcast against y); NaN with fewer than two distinct x."""
-    weight = np.broadcast_to(valid, np.broadcast_shapes(np.shape(valid), np.shape(y))).astype(float)
-    y = np.where(weight > 0, y, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        count = weight.sum(axis=-1)
-        x_mean = (weight * x).sum(axis=-1) / count
-        y_mean = (weight * y).sum(axis=-1) / count
-        dx = weight * (x - x_mean[..., None])
-        sxx = (dx**2).sum(axis=-1)
-        slope = (dx * (y - y_mean[..., None])).sum(axis=-1) / sxx
-        intercept = y_mean - slope * x_mean
-    bad = (count < 2) | ~(sxx > 1e-12)
-    return np.where(bad, np.nan, slope), np.where(bad, np.nan, intercept)
 
 
 def _interval(boot: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:

@@ -28,33 +28,22 @@ import numpy as np
 from jaxtyping import ArrayLike, Float
 from scipy import special
 
+from .._fits import fit_line
+from ..data.harmonics import check_dimension, gegenbauer_polynomials
+
 
 def sphere_area_ratio(d: int) -> float:
     """``|S^(d−2)| / |S^(d−1)| = Γ(d/2) / (√π Γ((d−1)/2))``."""
-    _check_dimension(d)
+    check_dimension(d)
     return math.exp(special.gammaln(d / 2) - special.gammaln((d - 1) / 2)) / math.sqrt(math.pi)
 
 
 def harmonic_dimension(d: int, k: int) -> int:
     """N(d, k): the number of linearly independent spherical harmonics of degree k on S^(d−1)."""
-    _check_dimension(d)
+    check_dimension(d)
     if k == 0:
         return 1
     return round((2 * k + d - 2) / k * special.comb(k + d - 3, k - 1, exact=True))
-
-
-def gegenbauer_polynomials(t: Float[ArrayLike, " n"], d: int, k_max: int) -> Float[np.ndarray, "k n"]:
-    """P_0 … P_{k_max} at t, normalised to P_k(1) = 1, by the stable recurrence
-    ``(k + d − 2) P_{k+1} = (2k + d − 2) t P_k − k P_{k−1}``."""
-    _check_dimension(d)
-    t = np.asarray(t, dtype=np.float64)
-    P = np.empty((k_max + 1,) + t.shape)
-    P[0] = 1.0
-    if k_max >= 1:
-        P[1] = t
-    for k in range(1, k_max):
-        P[k + 1] = ((2 * k + d - 2) * t * P[k] - k * P[k - 1]) / (k + d - 2)
-    return P
 
 
 def gegenbauer_coefficients(
@@ -77,7 +66,7 @@ def gegenbauer_coefficients(
     Returns:
         μ_k for k = 0 … k_max (the multiplicity of μ_k is N(d, k)).
     """
-    _check_dimension(d)
+    check_dimension(d)
     if not isinstance(k_max, (int, np.integer)) or k_max < 0:
         raise ValueError(f"k_max must be a non-negative integer, got {k_max!r}")
     panels = max(16, math.ceil(math.pi * k_max / 16)) if panels is None else panels
@@ -135,13 +124,8 @@ def decay_exponent(
             f"coefficients at k = {k[mu[k] <= 0].tolist()[:5]}… are not positive; "
             "fit one parity (parity='even' or 'odd') or another range"
         )
-    slope, intercept = np.polyfit(np.log(k), np.log(mu[k]), 1)
-    return DecayFit(float(slope), float(intercept), k)
-
-
-def _check_dimension(d: int) -> None:
-    if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 2:
-        raise ValueError(f"the dimension d must be an integer ≥ 2 (sphere S^(d−1)), got {d!r}")
+    line = fit_line(np.log(k), np.log(mu[k]))
+    return DecayFit(float(line.slope), float(line.intercept), k)
 
 
 __all__ = [
