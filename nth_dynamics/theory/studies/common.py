@@ -143,7 +143,7 @@ def attrs(long_name: str, units: str = "1") -> dict[str, str]:
 def figure(*subplots: int, size: tuple[float, float]) -> tuple[Figure, np.ndarray]:
     """A pyplot-free figure (Agg when saved) and its axes, always a 2-D array."""
     fig = Figure(figsize=size)
-    return fig, np.atleast_2d(fig.subplots(*subplots, squeeze=False))
+    return fig, fig.subplots(*subplots, squeeze=False)
 
 
 def save(fig: Figure, stem: Path) -> list[Path]:
