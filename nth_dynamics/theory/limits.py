@@ -702,11 +702,19 @@ def resolve_architecture(
     return Architecture(architecture, dual_, readout, trained, branch, affine, homogeneous), alpha
 
 
-def _kernel_architecture(x1: Array, architecture: str, depth: int, options: dict) -> tuple[Architecture, float]:
-    """resolve_architecture with the input dimension taken from the inputs."""
+def _kernel_inputs(
+    x1: ArrayLike, x2: ArrayLike | None, architecture: str, depth: int, options: dict
+) -> tuple[tuple[Array, Array, Array], Architecture, float]:
+    """The input Gram and resolve_architecture, with the input dimension taken from x1."""
+    cross0, left0, right0 = _inputs(x1, x2)
     if "input_dim" in options:
         raise ValueError("input_dim is the inputs' own dimension here; it is an option of the profile functions only")
-    return resolve_architecture(architecture, depth, x1.shape[1], **options)
+    arch, alpha = resolve_architecture(architecture, depth, jnp.shape(x1)[1], **options)
+    if x2 is None and arch.dual.homogeneous and not arch.homogeneous:
+        # ReLU with biases, off the correlation form: its angle arccos(ρ) turns
+        # an ulp of x·x against |x|² into √ε ~ 1e−8 on the diagonal; make ρ = 1 there
+        cross0 = cross0.at[jnp.diag_indices(cross0.shape[0])].set(left0)
+    return (cross0, left0, right0), arch, alpha
 
 
 def _inputs(x1: ArrayLike, x2: ArrayLike | None) -> tuple[Array, Array, Array]:
@@ -765,8 +773,7 @@ def kernels(
         ``Kernels(nngp, ntk)``, float64 arrays of shape (N1, N2): the limits of
         ``E f(x) f(x′)`` and of ``<∇θ f(x), ∇θ f(x′)>`` over the trained θ.
     """
-    cross0, left0, right0 = _inputs(x1, x2)
-    arch, alpha = _kernel_architecture(jnp.asarray(x1), architecture, depth, options)
+    (cross0, left0, right0), arch, alpha = _kernel_inputs(x1, x2, architecture, depth, options)
     limit, row, col = _limit(cross0, left0, right0, arch, depth, alpha)
     result = Kernels(
         _rescaled(limit.nngp.cross, row, col, limit.log_scale),
@@ -803,8 +810,7 @@ def normalized_ntk(
     """``Θ(x, x′)/√(Θ(x, x) Θ(x′, x′))``: the NTK's shape, free of its overall
     scale, computed without under/overflow at any depth (the scale of a deep
     plain-ReLU FFNet falls like 2^(−L), a γ = 0 ResNet's grows like 1.5^L)."""
-    cross0, left0, right0 = _inputs(x1, x2)
-    arch, alpha = _kernel_architecture(jnp.asarray(x1), architecture, depth, options)
+    (cross0, left0, right0), arch, alpha = _kernel_inputs(x1, x2, architecture, depth, options)
     limit, _, _ = _limit(cross0, left0, right0, arch, depth, alpha)
     ntk_ = limit.ntk
     diag = jnp.sqrt(jnp.broadcast_to(ntk_.left, (ntk_.cross.shape[0], 1)) * jnp.broadcast_to(ntk_.right, (1, ntk_.cross.shape[1])))
