@@ -698,7 +698,7 @@ def resolve_architecture(
                 "the one-matrix branch leaves non-Gaussian hidden units (no fresh matrix after σ), "
                 "so readout='activation' has no covariance recursion; use readout='linear'"
             )
-    homogeneous = dual_.homogeneous and (affine is None or float(affine.b_std) == 0.0)
+    homogeneous = dual_.homogeneous and options.get("b_std", 0.0) == 0.0
     return Architecture(architecture, dual_, readout, trained, branch, affine, homogeneous), alpha
 
 
