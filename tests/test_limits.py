@@ -2,8 +2,11 @@
 Monte Carlo, the recursions against independent transcriptions of §6, the
 depth statements, and the finite networks of the project."""
 
+import dataclasses
+import json
 import math
 import warnings
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -269,6 +272,17 @@ def test_one_compilation_serves_every_depth(monkeypatch):
         ("resnet", 2, dict(alpha=0.5, gamma=0.5), "either alpha or gamma"),
         ("resnet", 2, dict(branch="one", activation="relu"), "readout='linear'"),
         ("ffnet", 2, dict(quadrature_nodes=1), "quadrature_nodes"),
+        ("ffnet", 2, dict(W_std=0.0), r"W_std must be a finite number > 0"),
+        ("ffnet", 2, dict(W_std=-1.5), r"W_std must be a finite number > 0"),
+        ("ffnet", 2, dict(W_std=math.inf), r"W_std must be a finite number > 0"),
+        ("ffnet", 2, dict(W_std="1.5"), r"W_std must be a finite number > 0"),
+        ("resnet", 2, dict(b_std=-0.1), r"b_std must be a finite number ≥ 0"),
+        ("resnet", 2, dict(b_std=math.nan), r"b_std must be a finite number ≥ 0"),
+        ("ffnet", 2, dict(parameterization="mup"), r"parameterization must be one of \['ntk', 'standard'\]"),
+        ("ffnet", 2, dict(parameterization="standard"), "needs width="),
+        ("ffnet", 2, dict(parameterization="standard", width=0), "width must be an integer ≥ 1"),
+        ("ffnet", 2, dict(width=64), "width only enters parameterization='standard'"),
+        ("ffnet", 2, dict(input_dim=2), "input_dim is the inputs' own dimension"),
     ],
 )
 def test_bad_options_raise_clear_errors(architecture, depth, options, match):
@@ -283,6 +297,110 @@ def test_bad_inputs_raise_clear_errors():
         limits.ntk(np.ones((2, 3)), np.ones((2, 4)), "ffnet", 1)
     with pytest.raises(ValueError, match="correlations"):
         limits.ntk_shape(1.5, "ffnet", 1)
+    with pytest.raises(ValueError, match="needs input_dim="):
+        limits.ntk_profile(0.5, "ffnet", 1, parameterization="standard", width=8)
+    with pytest.raises(ValueError, match="input_dim only enters parameterization='standard'"):
+        limits.ntk_profile(0.5, "ffnet", 1, input_dim=3)
+
+
+# --- neural-tangents' stax.Dense options (docs/theory.md §10) ----------------------
+
+NEURAL_TANGENTS = json.loads((Path(__file__).parent / "data" / "neural_tangents_reference.json").read_text())
+
+
+def case_id(case):
+    o = case["options"]
+    return "-".join([case["architecture"], str(case["depth"]), o["activation"], o["readout"][:3], f"W{o['W_std']}",
+                     f"b{o['b_std']}", o["parameterization"], case["alpha_as"]])
+
+
+def test_the_neural_tangents_cases_cover_every_combination():
+    combinations = {
+        (c["architecture"], c["options"]["activation"], c["options"]["b_std"] > 0, c["options"]["parameterization"])
+        for c in NEURAL_TANGENTS["cases"]
+    }
+    assert len(combinations) == 16
+
+
+@pytest.mark.parametrize("case", NEURAL_TANGENTS["cases"], ids=case_id)
+def test_kernels_match_neural_tangents(case):
+    """scripts/neural_tangents_reference.py: neural-tangents 0.6.5's analytic
+    kernel_fn(√d·x) of case["stax"] is kernels(x) with case["options"]. Off the
+    diagonal to 1e−12 (measured ≤ 5e−14); on it to 1e−7: for ReLU without
+    biases neural-tangents' angle arctan2(√(|x|²|x′|² − (x·x′)²), x·x′) turns
+    the Gram's rounding at x = x′ into ~2e−8 (the correlation form here has
+    ρ = 1 exactly; every other case agrees to 1e−14)."""
+    x = np.array(NEURAL_TANGENTS["x"])
+    ours = limits.kernels(x, None, case["architecture"], case["depth"], **case["options"])
+    off = ~np.eye(len(x), dtype=bool)
+    for name in ("nngp", "ntk"):
+        theirs, mine = np.array(case[name]), np.asarray(getattr(ours, name))
+        np.testing.assert_allclose(mine, theirs, rtol=1e-7, atol=0)
+        np.testing.assert_allclose(mine[off], theirs[off], rtol=1e-12, atol=0)
+
+
+def test_profile_functions_take_the_dense_options():
+    x = np.array(NEURAL_TANGENTS["x"])
+    standard_erf_bias = next(c for c in NEURAL_TANGENTS["cases"] if c["options"] == dict(
+        activation="erf", readout="activation", W_std=1.5, b_std=0.5, parameterization="standard", alpha=0.5, width=10))
+    relu_no_bias = next(c for c in NEURAL_TANGENTS["cases"] if c["options"]["W_std"] == 1.5 and c["options"]["b_std"] == 0)
+    for case in (standard_erf_bias, relu_no_bias):
+        options = case["options"] | ({"input_dim": x.shape[1]} if case["options"]["parameterization"] == "standard" else {})
+        args = ((x @ x.T)[0], case["architecture"], case["depth"])
+        np.testing.assert_allclose(limits.ntk_profile(*args, **options), case["ntk"][0], rtol=1e-7)
+        np.testing.assert_allclose(limits.nngp_profile(*args, **options), case["nngp"][0], rtol=1e-7)
+        shape = np.array(case["ntk"][0]) / case["ntk"][0][0]
+        np.testing.assert_allclose(limits.ntk_shape(*args, **options), shape, rtol=1e-7)
+
+
+DEFAULT_DENSE = dict(W_std=1, b_std=0.0, parameterization="ntk")
+
+
+@pytest.mark.parametrize(
+    "architecture, depth, options",
+    [
+        ("ffnet", 3, dict(activation="relu")),
+        ("resnet", 4, dict(activation="relu", gamma=0.5, trained="hidden")),
+        ("resnet", 2, dict(activation="erf", branch="one", readout="linear")),
+    ],
+)
+def test_default_dense_options_are_the_original_kernels_bit_for_bit(architecture, depth, options):
+    x = np.random.default_rng(7).normal(size=(4, 3))
+    assert limits.resolve_architecture(architecture, depth, 3, **options, **DEFAULT_DENSE)[0].affine is None
+    plain = limits.kernels(x, None, architecture, depth, **options)
+    explicit = limits.kernels(x, None, architecture, depth, **options, **DEFAULT_DENSE)
+    assert np.array_equal(plain.ntk, explicit.ntk) and np.array_equal(plain.nngp, explicit.nngp)
+    rho = np.linspace(-1, 1, 5)
+    assert np.array_equal(
+        limits.ntk_shape(rho, architecture, depth, **options), limits.ntk_shape(rho, architecture, depth, **options, **DEFAULT_DENSE)
+    )
+
+
+def test_relu_correlation_form_with_dense_options_equals_the_general_path():
+    """Without biases the Affine steps stay 1-homogeneous, so ReLU keeps its
+    rescaled correlation form (the one-matrix branch with its means here; the
+    neural-tangents cases cover the two-matrix one); the unrescaled general path
+    must agree."""
+    x = np.random.default_rng(8).normal(size=(4, 3))
+    options = dict(activation="relu", branch="one", readout="linear", alpha=0.7, W_std=1.5,
+                   parameterization="standard", width=16)
+    arch, alpha = limits.resolve_architecture("resnet", 3, 3, **options)
+    assert arch.homogeneous
+    general = dataclasses.replace(arch, homogeneous=False)
+    gram = jnp.asarray(x @ x.T)
+    limit, _, _ = limits._limit(gram, jnp.diag(gram), jnp.diag(gram), general, 3, alpha)
+    np.testing.assert_allclose(limits.ntk(x, None, "resnet", 3, **options), limit.ntk.cross, rtol=1e-12)
+    np.testing.assert_allclose(limits.nngp(x, None, "resnet", 3, **options), limit.nngp.cross, rtol=1e-12)
+
+
+def test_readout_only_ntk_is_the_nngp_with_dense_options():
+    """NTK parameterization: the readout's own term W_std² K + b_std² is the
+    NNGP — also for the one-matrix branch with biases, which neural-tangents lacks."""
+    x = np.random.default_rng(9).normal(size=(4, 3))
+    options = dict(activation="relu", branch="one", readout="linear", W_std=1.3, b_std=0.4)
+    np.testing.assert_allclose(
+        limits.ntk(x, None, "resnet", 3, trained="readout", **options), limits.nngp(x, None, "resnet", 3, **options), rtol=1e-12
+    )
 
 
 # --- finite networks -------------------------------------------------------------

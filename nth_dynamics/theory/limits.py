@@ -42,6 +42,36 @@ Unrolling the two-matrix recursion gives docs/theory.md §6's form with
 σ_w² = 2 convention there differ only by α² → 2α²: docs/theory.md §6's ResNet is
 ``alpha = √2 · L^(−γ)`` here.
 
+**Dense-layer options** (docs/theory.md §10; the limit kernels only — the
+finite networks have no ``W_std``/``b_std`` yet). ``W_std``, ``b_std`` and
+``parameterization`` act as in neural-tangents' ``stax.Dense`` on every matrix
+of the network (input, hidden, both matrices of a two-matrix branch, readout),
+and α multiplies the branch. Each matrix is one :class:`Affine` step::
+
+    K ↦ W_std² K + b_std²
+    Θ ↦ W_std² Θ + [g] (W_std² K + b_std²)      parameterization="ntk"
+    Θ ↦ W_std² Θ + [g] (N K + [b_std > 0])       parameterization="standard"
+
+with N the layer's fan-in: ``width`` (required, the hidden width m) for every
+layer after the first, the input dimension d for the first (taken from the
+inputs; the profile functions need ``input_dim``). The standard
+parameterization's NTK therefore grows with m, as neural-tangents' analytic
+standard kernel does with the ``out_dim`` it is given. ``b_std = 0`` means no
+biases (neural-tangents' ``b_std=None``; its ``b_std=0`` would add 1 per layer
+in the standard parameterization). With these options ``kernels(x, …)`` is
+neural-tangents' ``kernel_fn(√d·x)`` of the ``stax.serial`` (d = x.shape[1];
+neural-tangents divides the first layer by √d, the project's ``W0 x`` does not)::
+
+    FFNet:   Dense, [σ, Dense]×depth, σ, Dense(1)        (readout="linear": no last σ)
+    ResNet:  Dense, [FanOut(2), parallel(serial(Dense, σ, Dense, ×α), Identity), FanInSum]×depth, σ, Dense(1)
+
+(tests/test_limits.py checks 74 such cases, ReLU and erf, to 1e−7; ×α is
+``Dense(α W_std, α b_std)`` in the NTK parameterization). The defaults
+(``W_std=1``, ``b_std=0``, ``"ntk"``) run the recursions above bit for bit;
+other options run the same layers as Affine steps, still in correlation form
+for ReLU without biases (b_std² breaks the homogeneity: with biases ReLU takes
+the general path, which does not rescale, so mind overflow at large depth).
+
 The Gaussian expectations (the activation's *dual*): ReLU by the arc-cosine
 closed forms ``E[σσ] = ½ √(s1 s2) κ1(ρ)``, ``E[σ′σ′] = ½ κ0(ρ)``; erf by
 Williams' closed forms; tanh, softplus and GELU by Gauss–Hermite quadrature of
@@ -72,6 +102,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 import warnings
 from collections.abc import Callable
 from typing import ClassVar, NamedTuple
@@ -90,11 +121,17 @@ from ..engine.networks import (
     resolve_trained,
 )
 
+DENSE_OPTIONS = ("W_std", "b_std", "parameterization", "width")
+"""Options of every dense layer, as in neural-tangents' ``stax.Dense`` (docs/theory.md §10)."""
+
 ARCHITECTURE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "ffnet": ("activation", "readout", "trained", "quadrature_nodes"),
-    "resnet": ("activation", "readout", "trained", "quadrature_nodes", "alpha", "gamma", "branch"),
+    "ffnet": ("activation", "readout", "trained", "quadrature_nodes", *DENSE_OPTIONS),
+    "resnet": ("activation", "readout", "trained", "quadrature_nodes", "alpha", "gamma", "branch", *DENSE_OPTIONS),
 }
-"""Options each architecture accepts: the networks' own plus ``quadrature_nodes``."""
+"""Options each architecture accepts: the networks' own, ``quadrature_nodes`` and
+the dense-layer options of :data:`DENSE_OPTIONS` (limit kernels only)."""
+
+PARAMETERIZATIONS = ("ntk", "standard")
 
 DEFAULT_QUADRATURE_NODES = 64
 _PAIR_CHUNK = 512  # pairs per chunk in correlation form: the layer loop then runs in L1 cache
@@ -300,15 +337,54 @@ def _moments(dual_: AbstractDual, k: Gram) -> tuple[Gram, Gram]:
     return Gram(cross[0], left[0], right[0]), Gram(cross[1], left[1], right[1])
 
 
+class Affine(eqx.Module):
+    """``W_std``, ``b_std`` and the parameterization shared by every dense layer
+    (docs/theory.md §10). Every field is a traced array, so one compilation
+    serves every value and both parameterizations.
+
+    A dense layer maps the per-unit covariance ``K`` and NTK ``Θ`` of its input,
+    with fan-in N, to those of its output::
+
+        K_out = W_std² K + b_std²
+        Θ_out = W_std² Θ + [trained] (W_std² K + b_std²)   "ntk"
+        Θ_out = W_std² Θ + [trained] (N K + [bias] 1)       "standard"
+
+    as neural-tangents' ``Dense.kernel_fn``: in the standard parameterization
+    the weights are N(0, W_std²/N) and enter undivided, so their gradient
+    carries the fan-in N; a bias of any initial scale has gradient 1.
+    """
+
+    W_std: Array
+    b_std: Array
+    standard: Array  # 1.0 for parameterization="standard", else 0.0
+    bias: Array  # 1.0 when the layers have biases (b_std > 0), else 0.0
+    width: Array  # fan-in of every layer after the first (standard only)
+    input_dim: Array  # fan-in of the first layer (standard only)
+
+    def dense(self, k: Gram, theta: Gram, fan_in: Array, trained: bool) -> tuple[Gram, Gram]:
+        w2, b2 = self.W_std * self.W_std, self.b_std * self.b_std
+        out = k.map(lambda c: w2 * c + b2)
+        if not trained:
+            return out, theta.map(lambda t: w2 * t)
+        own = Gram(*(jnp.where(self.standard > 0, fan_in * c + self.bias, o) for c, o in zip(k, out)))
+        return out, theta.map(lambda t, o: w2 * t + o, own)
+
+
 class Architecture(eqx.Module):
     """The static description of a network's kernel recursion (validated
-    options of :func:`ntk`; most users will not need this)."""
+    options of :func:`ntk`; most users will not need this). ``affine`` is None
+    for the default dense layers (W_std = 1, no biases, NTK parameterization),
+    which keep the original recursions bit for bit."""
 
     kind: str = eqx.field(static=True)
     dual: AbstractDual
     readout: str = eqx.field(static=True)
     trained: frozenset[str] = eqx.field(static=True)
     branch: str = eqx.field(static=True, default="two")
+    affine: Affine | None = None
+    homogeneous: bool = eqx.field(static=True, default=False)
+    """Positively homogeneous maps — a homogeneous σ and no biases (b_std² is
+    not homogeneous) — so that the correlation form applies."""
 
 
 class _State(NamedTuple):
@@ -322,7 +398,7 @@ def _renormalise(state: _State, arch: Architecture) -> _State:
     """Homogeneous duals: divide every kernel by the (common) diagonal so that
     it stays 1 — the maps are 1-homogeneous in the covariance, so this is exact
     and keeps 10^4 layers inside float64."""
-    if not arch.dual.homogeneous:
+    if not arch.homogeneous:
         return state
     scale = state.K.left
     inverse = 1 / scale  # one scalar division, then products over the chunk
@@ -337,7 +413,7 @@ def _renormalise(state: _State, arch: Architecture) -> _State:
 def _unit_diagonal(state: _State, arch: Architecture) -> _State:
     """Homogeneous duals: the renormalised diagonal is exactly 1; saying so
     with a literal lets XLA drop ρ = c/√(s1 s2) from every layer."""
-    if not arch.dual.homogeneous:
+    if not arch.homogeneous:
         return state
     one = jnp.ones((), state.K.cross.dtype)
     return state._replace(K=Gram(state.K.cross, one, one))
@@ -387,23 +463,69 @@ def _resnet_one_layer(state: _State, arch: Architecture, alpha: Array) -> _State
     return _State(K, theta, means, state.log_scale)
 
 
+# The same layers with W_std, b_std and a parameterization (docs/theory.md §10):
+# every matrix of the network is an Affine.dense step; α multiplies the branch.
+
+def _ffnet_layer_affine(state: _State, arch: Architecture, alpha: Array) -> _State:
+    sigma, sigma_dot = _moments(arch.dual, state.K)
+    affine = arch.affine
+    K, theta = affine.dense(sigma, state.theta.map(jnp.multiply, sigma_dot), affine.width, "hidden" in arch.trained)
+    return _State(K, theta, state.means, state.log_scale)
+
+
+def _resnet_two_layer_affine(state: _State, arch: Architecture, alpha: Array) -> _State:
+    affine, hidden, a2 = arch.affine, "hidden" in arch.trained, alpha * alpha
+    k_pre, theta_pre = affine.dense(state.K, state.theta, affine.width, hidden)
+    sigma, sigma_dot = _moments(arch.dual, k_pre)
+    k_branch, theta_branch = affine.dense(sigma, theta_pre.map(jnp.multiply, sigma_dot), affine.width, hidden)
+    K = state.K.map(lambda k, b: k + a2 * b, k_branch)
+    theta = state.theta.map(lambda t, b: t + a2 * b, theta_branch)
+    return _State(K, theta, state.means, state.log_scale)
+
+
+def _resnet_one_layer_affine(state: _State, arch: Architecture, alpha: Array) -> _State:
+    affine, hidden, a2 = arch.affine, "hidden" in arch.trained, alpha * alpha
+    k_pre, theta_pre = affine.dense(state.K, state.theta, affine.width, hidden)
+    sigma, sigma_dot = _moments(arch.dual, k_pre)
+    mu = _Means(arch.dual.mean(k_pre.left), arch.dual.mean(k_pre.right))
+    M = state.means
+    theta = state.theta.map(lambda t, tp, sd: t + a2 * tp * sd, theta_pre, sigma_dot)
+    K = Gram(
+        state.K.cross + a2 * (sigma.cross + mu.left * M.right + M.left * mu.right),
+        state.K.left + a2 * (sigma.left + 2 * mu.left * M.left),
+        state.K.right + a2 * (sigma.right + 2 * mu.right * M.right),
+    )
+    return _State(K, theta, _Means(M.left + mu.left, M.right + mu.right), state.log_scale)
+
+
 def _propagate(k0: Gram, arch: Architecture, depth: Array, alpha: Array) -> tuple[Gram, Gram, Array]:
     """(NNGP, NTK, log_scale) of the network from the input Gram ``k0``."""
     zeros_like = lambda g: g.map(jnp.zeros_like)  # noqa: E731
-    theta0 = k0 if "input" in arch.trained else zeros_like(k0)
+    affine = arch.affine
+    if affine is None:
+        theta0 = k0 if "input" in arch.trained else zeros_like(k0)
+    else:
+        k0, theta0 = affine.dense(k0, zeros_like(k0), affine.input_dim, "input" in arch.trained)
     means0 = _Means(jnp.zeros_like(k0.left), jnp.zeros_like(k0.right))
     state = _renormalise(_State(k0, theta0, means0, jnp.zeros(())), arch)
-    layer = {
-        "ffnet": _ffnet_layer,
-        "resnet": _resnet_two_layer if arch.branch == "two" else _resnet_one_layer,
-    }[arch.kind]
+    if affine is None:
+        layers = {"ffnet": _ffnet_layer, "two": _resnet_two_layer, "one": _resnet_one_layer}
+    else:
+        layers = {"ffnet": _ffnet_layer_affine, "two": _resnet_two_layer_affine, "one": _resnet_one_layer_affine}
+    layer = layers["ffnet" if arch.kind == "ffnet" else arch.branch]
 
     def body(_, state):
         return _renormalise(layer(_unit_diagonal(state, arch), arch, alpha), arch)
 
     state = jax.lax.fori_loop(0, depth, body, state)
     readout_trained = "readout" in arch.trained
-    if arch.readout == "activation":
+    if affine is not None:
+        K, theta = state.K, state.theta
+        if arch.readout == "activation":
+            K, sigma_dot = _moments(arch.dual, state.K)
+            theta = theta.map(jnp.multiply, sigma_dot)
+        nngp, theta = affine.dense(K, theta, affine.width, readout_trained)
+    elif arch.readout == "activation":
         sigma, sigma_dot = _moments(arch.dual, state.K)
         nngp = sigma
         theta = state.theta.map(lambda t, sd, s: t * sd + s if readout_trained else t * sd, sigma_dot, sigma)
@@ -487,7 +609,7 @@ def _limit(
     """Kernels from the input Gram; returns (limit, row factor, column factor)
     such that kernel = mantissa × row ⊗ column × exp(log_scale)."""
     depth_, alpha_ = jnp.asarray(depth), jnp.asarray(alpha, dtype=cross0.dtype)
-    if arch.dual.homogeneous:
+    if arch.homogeneous:
         n1, n2 = jnp.sqrt(left0), jnp.sqrt(right0)
         _, rho0 = _correlation(left0[:, None], right0[None, :], cross0)
         return _limit_correlation_form(rho0, arch, depth_, alpha_), n1, n2
@@ -499,9 +621,53 @@ def _limit(
 # Options
 # ---------------------------------------------------------------------------
 
-def resolve_architecture(architecture: str, depth: int, **options) -> tuple[Architecture, float]:
+def _check_number(name: str, value, *, positive: bool) -> float:
+    bound = "> 0" if positive else "≥ 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not (
+        value > 0 if positive else value >= 0
+    ):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def _check_size(name: str, value, why: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer ≥ 1 ({why}), got {value!r}")
+    return int(value)
+
+
+def _resolve_affine(options: dict, input_dim: int | None) -> Affine | None:
+    """The dense layers' options (docs/theory.md §10); None for the defaults."""
+    W_std = _check_number("W_std", options.get("W_std", 1.0), positive=True)
+    b_std = _check_number("b_std", options.get("b_std", 0.0), positive=False)
+    parameterization = options.get("parameterization", "ntk")
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {list(PARAMETERIZATIONS)}, got {parameterization!r}")
+    width = options.get("width")
+    if parameterization == "standard":
+        if width is None:
+            raise ValueError("parameterization='standard' needs width= (the hidden width: its NTK grows with it)")
+        width = _check_size("width", width, "the hidden width")
+        if input_dim is None:
+            raise ValueError("parameterization='standard' needs input_dim= here (the first layer's NTK term is input_dim·x·x′)")
+        input_dim = _check_size("input_dim", input_dim, "the input dimension d")
+    elif width is not None:
+        raise ValueError("width only enters parameterization='standard' (the NTK parameterization's kernels do not depend on it)")
+    if W_std == 1.0 and b_std == 0.0 and parameterization == "ntk":
+        return None
+    as_array = lambda v: jnp.asarray(v, dtype=jnp.float64)  # noqa: E731
+    return Affine(
+        as_array(W_std), as_array(b_std), as_array(parameterization == "standard"), as_array(b_std > 0),
+        as_array(width or 1), as_array(input_dim or 1),
+    )
+
+
+def resolve_architecture(
+    architecture: str, depth: int, input_dim: int | None = None, **options
+) -> tuple[Architecture, float]:
     """Validate the options of :func:`ntk` and return the recursion's static
-    description and the residual scale α (1.0 for the FFNet).
+    description and the residual scale α (1.0 for the FFNet). ``input_dim`` (the
+    inputs' dimension d) is needed by ``parameterization="standard"`` only.
 
     Raises ValueError, naming the allowed values, for an unknown architecture,
     option or value.
@@ -523,6 +689,7 @@ def resolve_architecture(architecture: str, depth: int, **options) -> tuple[Arch
         raise ValueError(f"branch must be one of {list(BRANCHES)}, got {branch!r}")
     trained = resolve_trained(options.get("trained", "all"))
     dual_ = dual(options.get("activation", "tanh"), options.get("quadrature_nodes"))
+    affine = _resolve_affine(options, input_dim)
     alpha = 1.0
     if architecture == "resnet":
         alpha = residual_scale(int(depth), alpha=options.get("alpha"), gamma=options.get("gamma"))
@@ -531,7 +698,23 @@ def resolve_architecture(architecture: str, depth: int, **options) -> tuple[Arch
                 "the one-matrix branch leaves non-Gaussian hidden units (no fresh matrix after σ), "
                 "so readout='activation' has no covariance recursion; use readout='linear'"
             )
-    return Architecture(architecture, dual_, readout, trained, branch), alpha
+    homogeneous = dual_.homogeneous and options.get("b_std", 0.0) == 0.0
+    return Architecture(architecture, dual_, readout, trained, branch, affine, homogeneous), alpha
+
+
+def _kernel_inputs(
+    x1: ArrayLike, x2: ArrayLike | None, architecture: str, depth: int, options: dict
+) -> tuple[tuple[Array, Array, Array], Architecture, float]:
+    """The input Gram and resolve_architecture, with the input dimension taken from x1."""
+    cross0, left0, right0 = _inputs(x1, x2)
+    if "input_dim" in options:
+        raise ValueError("input_dim is the inputs' own dimension here; it is an option of the profile functions only")
+    arch, alpha = resolve_architecture(architecture, depth, jnp.shape(x1)[1], **options)
+    if x2 is None and arch.dual.homogeneous and not arch.homogeneous:
+        # ReLU with biases, off the correlation form: its angle arccos(ρ) turns
+        # an ulp of x·x against |x|² into √ε ~ 1e−8 on the diagonal; make ρ = 1 there
+        cross0 = cross0.at[jnp.diag_indices(cross0.shape[0])].set(left0)
+    return (cross0, left0, right0), arch, alpha
 
 
 def _inputs(x1: ArrayLike, x2: ArrayLike | None) -> tuple[Array, Array, Array]:
@@ -580,14 +763,17 @@ def kernels(
             (``"all"``, ``"hidden"`` or a list of groups), and for the ResNet
             ``alpha`` or ``gamma`` (α = depth^(−γ), default γ = 1/2) and
             ``branch`` (``"two"``/``"one"``) — plus ``quadrature_nodes`` for
-            tanh, softplus and GELU.
+            tanh, softplus and GELU, and the dense-layer options of
+            neural-tangents' ``stax.Dense`` (module docstring,
+            docs/neural_tangents.md): ``W_std`` (> 0, default 1), ``b_std``
+            (≥ 0, default 0: no biases), ``parameterization`` (``"ntk"`` or
+            ``"standard"``, which needs ``width``, the hidden width).
 
     Returns:
         ``Kernels(nngp, ntk)``, float64 arrays of shape (N1, N2): the limits of
         ``E f(x) f(x′)`` and of ``<∇θ f(x), ∇θ f(x′)>`` over the trained θ.
     """
-    arch, alpha = resolve_architecture(architecture, depth, **options)
-    cross0, left0, right0 = _inputs(x1, x2)
+    (cross0, left0, right0), arch, alpha = _kernel_inputs(x1, x2, architecture, depth, options)
     limit, row, col = _limit(cross0, left0, right0, arch, depth, alpha)
     result = Kernels(
         _rescaled(limit.nngp.cross, row, col, limit.log_scale),
@@ -624,8 +810,7 @@ def normalized_ntk(
     """``Θ(x, x′)/√(Θ(x, x) Θ(x′, x′))``: the NTK's shape, free of its overall
     scale, computed without under/overflow at any depth (the scale of a deep
     plain-ReLU FFNet falls like 2^(−L), a γ = 0 ResNet's grows like 1.5^L)."""
-    arch, alpha = resolve_architecture(architecture, depth, **options)
-    cross0, left0, right0 = _inputs(x1, x2)
+    (cross0, left0, right0), arch, alpha = _kernel_inputs(x1, x2, architecture, depth, options)
     limit, _, _ = _limit(cross0, left0, right0, arch, depth, alpha)
     ntk_ = limit.ntk
     diag = jnp.sqrt(jnp.broadcast_to(ntk_.left, (ntk_.cross.shape[0], 1)) * jnp.broadcast_to(ntk_.right, (1, ntk_.cross.shape[1])))
@@ -638,7 +823,11 @@ def _profile(rho: ArrayLike, architecture: str, depth: int, options: dict) -> tu
     rho = jnp.atleast_1d(jnp.asarray(rho, dtype=jnp.float64))
     if rho.ndim != 1 or bool(jnp.any(jnp.abs(rho) > 1)):
         raise ValueError("rho must be a scalar or 1-D array of correlations in [−1, 1]")
-    arch, alpha = resolve_architecture(architecture, depth, **options)
+    options = dict(options)
+    input_dim = options.pop("input_dim", None)
+    if input_dim is not None and options.get("parameterization", "ntk") != "standard":
+        raise ValueError("input_dim only enters parameterization='standard'")
+    arch, alpha = resolve_architecture(architecture, depth, input_dim, **options)
     one = jnp.ones(1)
     limit, _, _ = _limit(rho[:, None], jnp.ones(rho.size), one, arch, depth, alpha)
     return limit, rho.shape
@@ -646,7 +835,9 @@ def _profile(rho: ArrayLike, architecture: str, depth: int, options: dict) -> tu
 
 def ntk_profile(rho: Float[ArrayLike, " r"], architecture: str, depth: int, **options) -> Float[Array, " r"]:
     """The NTK as a dot-product kernel on the unit sphere: ``k(ρ) = Θ(x, x′)``
-    for |x| = |x′| = 1 and x·x′ = ρ (any dimension d). Options as in :func:`kernels`."""
+    for |x| = |x′| = 1 and x·x′ = ρ (any dimension d). Options as in :func:`kernels`,
+    plus ``input_dim`` (= d) with ``parameterization="standard"``, whose first
+    layer's NTK term is d·ρ."""
     limit, _ = _profile(rho, architecture, depth, options)
     return limit.ntk.cross[:, 0] * jnp.exp(limit.log_scale)
 
@@ -670,9 +861,12 @@ def ntk_shape(rho: Float[ArrayLike, " r"], architecture: str, depth: int, **opti
 __all__ = [
     "ACTIVATION_DERIVATIVES",
     "AbstractDual",
+    "Affine",
     "Architecture",
+    "DENSE_OPTIONS",
     "ErfDual",
     "Kernels",
+    "PARAMETERIZATIONS",
     "QuadratureDual",
     "ReLUDual",
     "arccos",
