@@ -1,6 +1,6 @@
 """From a scenario file to one Dataset, each module importing only those listed before it:
 
-``schema`` (the sections of a scenario), ``study_specs`` → ``cells`` (what one grid point
+``schema`` (the sections of a scenario) → ``cells`` (what one grid point
 computes, its id) → ``loading`` (YAML, ``--set``, one-line messages) →
 ``data_checks`` → ``scenario`` (the model, its grid; load_scenario) →
 ``results`` (cell and combined Datasets) → ``estimates`` (memory, time) →

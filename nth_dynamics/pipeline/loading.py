@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from .._schema import ScenarioError
 from .schema import DATA_KINDS
-from .study_specs import STUDIES
+from ..theory.studies import STUDIES
 
 VARIANTS: dict[str, tuple[str, str, dict[str, type[BaseModel]]]] = {
     "data": ("kind", "data kind", DATA_KINDS),
