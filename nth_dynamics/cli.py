@@ -278,7 +278,7 @@ def _report(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> int:
     try:
         from .report.plots import write_report
     except ImportError as error:
-        err.print(f"error: the report command needs nth_dynamics.plots.write_report, not available here ({error})",
+        err.print(f"error: the report command needs nth_dynamics.report.plots.write_report, not available here ({error})",
                   markup=False)
         return EXIT_BAD_INPUT
     write_report(result, out_dir)
