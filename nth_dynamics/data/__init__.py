@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ..engine.networks import make_network
 
@@ -104,7 +104,7 @@ def teacher_data(spec: Mapping[str, Any], key: PRNGKeyArray):
     return x_train, target(x_train), x_test, target(x_test)
 
 
-def gegenbauer(degree: int, d: int, t: Float[Array, "..."]) -> Float[Array, "..."]:
+def gegenbauer(degree: int, d: int, t: Float[ArrayLike, "*shape"]) -> Float[ArrayLike, "*shape"]:
     """The Gegenbauer polynomial P_k of S^(d−1) (index λ = (d−2)/2), normalised
     to P_k(1) = 1: the zonal spherical harmonic of degree k. d = 2 gives cos(k arccos t).
     Works on NumPy and JAX arrays alike."""

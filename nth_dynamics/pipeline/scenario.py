@@ -708,7 +708,7 @@ def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:
     return scn.model_copy(update={"data": data})
 
 
-def _check_digits(data: DigitsData, source: str, section: str = "data") -> None:
+def _check_digits(data: DigitsData | DepthGeneralizationStudy, source: str, section: str = "data") -> None:
     """The digits task (``data`` or a depth_generalization study): d, classes and sizes."""
 
     if data.d > 64:

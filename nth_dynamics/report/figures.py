@@ -109,7 +109,7 @@ SLOPES_LEGEND = "slope [interval], predicted\n(solid: fit, dashed: prediction)"
 
 
 def _log_axes(
-    ax, xlabel: str, ylabel: str, floor: float = 0.0, ticks: Sequence[float] = (), columns: int = 1,
+    ax, xlabel: str, ylabel: str, floor: float = 0.0, ticks: Sequence[float] | np.ndarray = (), columns: int = 1,
     legend_title: str | None = None,
 ) -> bool:
     """Log-log axes; the solver floor drawn when it is inside the data's range;

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from .._files import save_figure, write_dataset, write_text
 from .._provenance import base_attributes
@@ -121,7 +121,7 @@ def _ensemble_ntk(ensemble, x):
 
 def ensemble_ntk(
     architecture: str,
-    x: Float[Array, "n d"],
+    x: Float[ArrayLike, "n d"],
     width: int,
     depth: int,
     keys: jax.Array,
