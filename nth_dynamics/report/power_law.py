@@ -91,7 +91,7 @@ def fit_power_law(
         fit_min, fit_max = np.nanmin(used, axis=-1), np.nanmax(used, axis=-1)
     template = values.isel({dim: 0, sample_dim: 0}, drop=True)
 
-    def variable(array: np.ndarray | float, long_name: str, units: str = "1") -> xr.DataArray:
+    def variable(array: np.ndarray | np.number, long_name: str, units: str = "1") -> xr.DataArray:
         return template.copy(data=array).assign_attrs({"long_name": long_name, "units": units})
 
     level = f"{100 * confidence:g} %"
@@ -134,7 +134,7 @@ def _least_squares(x: np.ndarray, y: np.ndarray, valid: np.ndarray) -> tuple[np.
     return np.where(bad, np.nan, slope), np.where(bad, np.nan, intercept)
 
 
-def _interval(boot: np.ndarray, confidence: float) -> tuple[np.ndarray | float, np.ndarray | float]:
+def _interval(boot: np.ndarray, confidence: float) -> tuple[np.ndarray | np.number, np.ndarray | np.number]:
     """Percentile interval over the first axis (NaN draws left out)."""
     tail = 50 * (1 - confidence)
     with warnings.catch_warnings():

@@ -33,7 +33,7 @@ def width_at_tolerance(error: xr.DataArray, tolerance, dim: str = "width") -> xr
     )
 
 
-def _crossing(log_width: np.ndarray, log_error: np.ndarray, log_tolerance: np.ndarray | float) -> np.ndarray:
+def _crossing(log_width: np.ndarray, log_error: np.ndarray, log_tolerance: np.ndarray | np.number) -> np.ndarray:
     """Width of the first crossing of log_tolerance (…) by log_error (…, width)."""
     below = log_error <= log_tolerance[..., None]
     first = np.argmax(below, axis=-1)
@@ -179,7 +179,7 @@ def tolerance_widths(
 
 
 def _fitted_crossing(
-    log_width: np.ndarray, log_error: np.ndarray, log_tolerance: np.ndarray | float
+    log_width: np.ndarray, log_error: np.ndarray, log_tolerance: np.ndarray | np.number
 ) -> np.ndarray:
     """Width at which the power law fitted to log_error (…, width) against
     log_width reaches log_tolerance (…); NaN unless the law falls."""
