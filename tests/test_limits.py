@@ -2,7 +2,6 @@
 Monte Carlo, the recursions against independent transcriptions of §6, the
 depth statements, and the finite networks of the project."""
 
-import inspect
 import math
 import warnings
 
@@ -272,18 +271,16 @@ def test_one_compilation_serves_every_depth(monkeypatch):
         ("ffnet", 2, dict(quadrature_nodes=1), "quadrature_nodes"),
     ],
 )
-def test_bad_options_raise_clear_errors(architecture, depth, options, match):
-    ntk = inspect.unwrap(limits.ntk)  # as users call it: the pytest shape hook would refuse depth=2.0 first
+def test_bad_options_raise_clear_errors(architecture, depth, options, match, without_shape_checks):
     with pytest.raises(ValueError, match=match):
-        ntk(np.eye(2), None, architecture, depth, **options)
+        limits.ntk(np.eye(2), None, architecture, depth, **options)
 
 
-def test_bad_inputs_raise_clear_errors():
-    ntk = inspect.unwrap(limits.ntk)  # as users call it: the pytest shape hook would refuse the shapes first
+def test_bad_inputs_raise_clear_errors(without_shape_checks):
     with pytest.raises(ValueError, match="shapes"):
-        ntk(np.ones(3), None, "ffnet", 1)
+        limits.ntk(np.ones(3), None, "ffnet", 1)
     with pytest.raises(ValueError, match="shapes"):
-        ntk(np.ones((2, 3)), np.ones((2, 4)), "ffnet", 1)
+        limits.ntk(np.ones((2, 3)), np.ones((2, 4)), "ffnet", 1)
     with pytest.raises(ValueError, match="correlations"):
         limits.ntk_shape(1.5, "ffnet", 1)
 
