@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import nth_dynamics as nd
 from nth_dynamics.pipeline.results import read_dataset
-from nth_dynamics.report import analysis
+from nth_dynamics.report import analysis, power_law, tolerance
 
 WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -305,3 +306,16 @@ def test_analyse_computes_every_fit_a_result_supports(quickstart):
     assert "width_at_tolerance" not in fits  # n_train is not swept
     assert fits.attrs["error_floor"] == pytest.approx(1e-8)  # 10 × the tolerance 1e-9
     assert np.isfinite(fits.truncation_error_slope.sel(order=2).isel(time=-1))
+
+
+def test_nd_analysis_still_offers_every_public_name():
+    """The fits live in report.power_law and report.tolerance; nd.analysis re-exports them."""
+    promised = ("QUANTITIES", "Quantity", "agrees", "analyse", "decades", "default_tolerance", "error_floor",
+                "fit_power_law", "ntk_drift", "predicted_drift_slope", "predicted_error_slope",
+                "predicted_kernel_slope", "quantity_fits", "resample_counts", "tolerance_widths",
+                "truncation_error", "width_at_tolerance", "RESAMPLES", "CONFIDENCE", "BOOTSTRAP_SEED",
+                "SLOPE_TOLERANCE", "WIDE_FROM", "SMALL_TIME", "FLOOR_FACTOR")
+    assert [name for name in promised if not hasattr(nd.analysis, name)] == []
+    assert nd.analysis is analysis
+    assert analysis.tolerance_widths is tolerance.tolerance_widths
+    assert analysis.fit_power_law is power_law.fit_power_law

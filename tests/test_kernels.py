@@ -138,7 +138,7 @@ def test_an_ensemble_is_one_vmapped_tower(small_problem):
     "order, x_eval_shape, message",
     [(1, None, "order"), (7, None, "order"), (3, (4, 2), "x_eval")],
 )
-def test_bad_arguments_are_named(order, x_eval_shape, message, small_problem):
+def test_bad_arguments_are_named(order, x_eval_shape, message, small_problem, without_shape_checks):
     x_train = small_problem[0]
     x_eval = None if x_eval_shape is None else jnp.ones(x_eval_shape)
     model = nd.FFNet(3, 8, 1, key=jax.random.key(0))

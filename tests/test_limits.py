@@ -285,12 +285,12 @@ def test_one_compilation_serves_every_depth(monkeypatch):
         ("ffnet", 2, dict(input_dim=2), "input_dim is the inputs' own dimension"),
     ],
 )
-def test_bad_options_raise_clear_errors(architecture, depth, options, match):
+def test_bad_options_raise_clear_errors(architecture, depth, options, match, without_shape_checks):
     with pytest.raises(ValueError, match=match):
         limits.ntk(np.eye(2), None, architecture, depth, **options)
 
 
-def test_bad_inputs_raise_clear_errors():
+def test_bad_inputs_raise_clear_errors(without_shape_checks):
     with pytest.raises(ValueError, match="shapes"):
         limits.ntk(np.ones(3), None, "ffnet", 1)
     with pytest.raises(ValueError, match="shapes"):

@@ -22,7 +22,7 @@ def gegenbauer_polynomials(t: Float[ArrayLike, "..."], d: int, k_max: int) -> Fl
     return np.stack(list(_recurrence(np.asarray(t, dtype=np.float64), d, k_max)))
 
 
-def gegenbauer(degree: int, d: int, t: Float[Array, "..."]) -> Float[Array, "..."]:
+def gegenbauer(degree: int, d: int, t: Float[ArrayLike, "*shape"]) -> Float[ArrayLike, "*shape"]:
     """P_degree at ``t``; arithmetic only, so NumPy and JAX arrays alike."""
     for value in _recurrence(t, d, degree):
         pass

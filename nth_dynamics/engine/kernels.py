@@ -22,7 +22,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PyTree
+from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .networks import AbstractNetwork, Perturbation, trained_filter
 
@@ -296,7 +296,7 @@ def kernel_magnitudes(tower: Tower) -> Float[Array, " rank"]:
     return jnp.stack([jnp.max(jnp.abs(kernel)) for kernel in tower])
 
 
-def lambda_min(ntk: Float[Array, "n_eval n"]) -> Float[Array, ""]:
+def lambda_min(ntk: Float[ArrayLike, "*seed n_eval n"]) -> Float[Array, "*seed"]:
     """Smallest eigenvalue of the train block of K2 (its first n rows)."""
     n = ntk.shape[-1]
     train_block = ntk[..., :n, :]

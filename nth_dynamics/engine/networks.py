@@ -29,7 +29,7 @@ from typing import ClassVar, Literal, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Key, PRNGKeyArray, UInt32
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "tanh": jnp.tanh,
@@ -363,7 +363,7 @@ def make_network(architecture: str, d: int, width: int, depth: int, *, key: PRNG
 
 
 def make_ensemble(
-    architecture: str, d: int, width: int, depth: int, keys: PRNGKeyArray, **options
+    architecture: str, d: int, width: int, depth: int, keys: Key[Array, " seed"] | UInt32[Array, "seed 2"], **options
 ):
     """An ensemble over seeds as one model whose leaves have a leading seed axis.
 

@@ -8,25 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from .._schema import fail
-from ..data import digits_class_sizes, read_file_arrays
+from ..data import digits_problem, read_file_arrays
 from .schema import DigitsData, FileData
 
 
-def check_digits(data: DigitsData, source: str, section: str = "data") -> None:
-    """The digits task (``data`` or a depth_generalization study): d, classes and sizes."""
-    if data.d > 64:
-        fail(source, f"{section}.d", f"got {data.d}, allowed: 1 to 64 (the digits are 8×8 images)")
-    if data.classes[0] == data.classes[1]:
-        fail(source, f"{section}.classes", f"got {list(data.classes)}, allowed: two different digits 0–9")
-    available = sum(digits_class_sizes()[c] for c in data.classes)
+def check_digits(data: DigitsData, source: str) -> None:
+    """The digits data section against the bundled digits (the rule is
+    :func:`nth_dynamics.data.digits_problem`, shared with the depth study)."""
     n_train = data.n_train if isinstance(data.n_train, int) else max(data.n_train)
-    if n_train + data.n_test > available:
-        fail(
-            source,
-            f"{section}.n_train",
-            f"n_train + n_test = {n_train + data.n_test} but the digits {list(data.classes)} "
-            f"have {available} images; allowed: n_train + n_test ≤ {available}",
-        )
+    problem = digits_problem(data.d, data.classes, n_train, data.n_test)
+    if problem is not None:
+        fail(source, f"data.{problem[0]}", problem[1])
 
 
 def resolve_file_data(data: FileData, source: str, base_dir: Path) -> FileData:

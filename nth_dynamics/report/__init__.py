@@ -1,2 +1,3 @@
-"""Reading a result against the theory: scaling-law fits (``analysis``) and the
-report's figures and markdown (``plots``). Reads saved Datasets only."""
+"""Reading a result against the theory: scaling-law fits (``analysis``, over
+``power_law`` and ``tolerance``) and the report (``plots.write_report``, over
+``figures``, ``markdown`` and ``series``). Reads saved Datasets only."""

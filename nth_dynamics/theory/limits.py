@@ -833,7 +833,7 @@ def _profile(rho: ArrayLike, architecture: str, depth: int, options: dict) -> tu
     return limit, rho.shape
 
 
-def ntk_profile(rho: Float[ArrayLike, " r"], architecture: str, depth: int, **options) -> Float[Array, " r"]:
+def ntk_profile(rho: float | Float[ArrayLike, " r"], architecture: str, depth: int, **options) -> Float[Array, " r"]:
     """The NTK as a dot-product kernel on the unit sphere: ``k(ρ) = Θ(x, x′)``
     for |x| = |x′| = 1 and x·x′ = ρ (any dimension d). Options as in :func:`kernels`,
     plus ``input_dim`` (= d) with ``parameterization="standard"``, whose first
@@ -842,13 +842,13 @@ def ntk_profile(rho: Float[ArrayLike, " r"], architecture: str, depth: int, **op
     return limit.ntk.cross[:, 0] * jnp.exp(limit.log_scale)
 
 
-def nngp_profile(rho: Float[ArrayLike, " r"], architecture: str, depth: int, **options) -> Float[Array, " r"]:
+def nngp_profile(rho: float | Float[ArrayLike, " r"], architecture: str, depth: int, **options) -> Float[Array, " r"]:
     """The NNGP kernel as a dot-product kernel on the unit sphere, like :func:`ntk_profile`."""
     limit, _ = _profile(rho, architecture, depth, options)
     return limit.nngp.cross[:, 0] * jnp.exp(limit.log_scale)
 
 
-def ntk_shape(rho: Float[ArrayLike, " r"], architecture: str, depth: int, **options) -> Float[Array, " r"]:
+def ntk_shape(rho: float | Float[ArrayLike, " r"], architecture: str, depth: int, **options) -> Float[Array, " r"]:
     """``Θ(ρ)/Θ(1)`` on the unit sphere, safe at any depth (the HWTZ depth-degeneracy curve).
 
     docs/theory.md §6's table ``Θ_L(0.5)/(L + 1)`` is

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
@@ -87,7 +87,7 @@ def _ensemble_ntk(ensemble, x):
 
 def ensemble_ntk(
     architecture: str,
-    x: Float[Array, "n d"],
+    x: Float[ArrayLike, "n d"],
     width: int,
     depth: int,
     keys: jax.Array,

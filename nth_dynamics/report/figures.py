@@ -1,0 +1,370 @@
+"""The report's figures: each a function of the result Dataset and its fits
+(:func:`nth_dynamics.analysis.analyse`) that returns a matplotlib Figure on the
+Agg canvas (no pyplot), or None when the Dataset has no data for it;
+:data:`FIGURES` maps the file stem to the function:
+
+- ``error_vs_width``: E_p at the last save time against width, log-log, with
+  the fitted and the predicted slopes (``test_error_vs_width`` for test points);
+- ``width_slope_vs_time``: the fitted slope of E_p in log m at every save time,
+  with its interval (where the prediction holds in t);
+- ``error_vs_time``: E_p against t, log-log, with the t^p growth at small t;
+- ``kernel_magnitude_vs_width``: max|K(r)₀| per rank r;
+- ``ntk_drift_vs_width``: ‖K2_t − K2₀‖∞ at the last save time, reference and NTH;
+- ``resnet_vs_ffnet`` (architecture swept): the width a tolerance needs
+  against n (with n_train swept), else the FFNet/ResNet error ratio.
+
+Every other swept dimension (depth, n_train, …) becomes rows of panels or
+separate lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from . import analysis
+from .series import (
+    FACET_DIMS,
+    any_finite,
+    geometric_mean,
+    select,
+    selections,
+    series_label,
+    time_symbol,
+)
+
+MAX_ROWS = 12
+"""At most this many rows of panels per figure (the rest is in the tables)."""
+ARCHITECTURE_COLORS = {"ffnet": "C0", "resnet": "C3"}
+
+
+def _color(line: Mapping[str, Any], index: int) -> str:
+    return ARCHITECTURE_COLORS.get(line.get("architecture"), f"C{index % 10}")
+
+
+def _panels(rows: int, cols: int, sharey: bool = False):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # a bare Figure on the Agg canvas: no pyplot state, the user's backend untouched
+    width, height = 3.9 * cols, 3.0 * rows + 0.5
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, cols, squeeze=False, sharey=sharey)
+    # fixed margins in inches: several times faster to save than a layout engine
+    figure.subplots_adjust(left=1.0 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.65 / height,
+                           wspace=0.5, hspace=0.55)
+    return figure, axes
+
+
+def _row_dims(ds: xr.Dataset) -> list[str]:
+    return [d for d in FACET_DIMS if d != "architecture" and d in ds.dims]
+
+
+def _line_dims(ds: xr.Dataset) -> list[str]:
+    return ["architecture"] if "architecture" in ds.dims else []
+
+
+def _rows(ds: xr.Dataset) -> tuple[list[dict[str, Any]], str]:
+    rows = selections(ds, _row_dims(ds))
+    note = f" (first {MAX_ROWS} of {len(rows)} rows)" if len(rows) > MAX_ROWS else ""
+    return rows[:MAX_ROWS], note
+
+
+def _draw_series(ax, values: xr.DataArray, fit: xr.Dataset, color: str, name: str) -> None:
+    """Seed geometric means against width with a bar over the seed range, the
+    fitted line over its fit range (solid) and the predicted slope through the
+    middle of it (dashed); the legend entry gives the slope, its interval and
+    the prediction."""
+    mean = geometric_mean(values)
+    error = None
+    if "seed" in values.dims:
+        low, high = values.min("seed").values, values.max("seed").values
+        with np.errstate(invalid="ignore"):  # inf - inf where a solve stopped early (nth_failed)
+            error = np.array([mean.values - low, high - mean.values])
+        error = np.where(np.isfinite(error) & (error >= 0), error, 0.0)
+    slope, intercept = float(fit["slope"]), float(fit["intercept"])
+    predicted = float(fit["predicted_slope"]) if "predicted_slope" in fit else np.nan
+    label = name
+    if np.isfinite(slope):
+        low, high = float(fit["slope_low"]), float(fit["slope_high"])
+        label += f": {slope:.2f}" + (f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) else "")
+        label += f", pred. {predicted:g}" if np.isfinite(predicted) else ""
+    ax.errorbar(values["width"].values, mean.values, yerr=error, fmt="o", ms=4, color=color, capsize=2, label=label)
+    if not np.isfinite(slope):
+        return
+    lo, hi = float(fit["fit_min_width"]), float(fit["fit_max_width"])
+    m = np.geomspace(lo, hi, 20)
+    ax.plot(m, np.exp(intercept + slope * np.log(m)), "-", color=color, lw=1.2)
+    if np.isfinite(predicted):
+        centre = 0.5 * (np.log(lo) + np.log(hi))
+        level = intercept + slope * centre
+        ax.plot(m, np.exp(level + predicted * (np.log(m) - centre)), "--", color=color, lw=1.0, alpha=0.7)
+
+
+SLOPES_LEGEND = "slope [interval], predicted\n(solid: fit, dashed: prediction)"
+
+
+def _log_axes(
+    ax, xlabel: str, ylabel: str, floor: float = 0.0, ticks: Sequence[float] | np.ndarray = (), columns: int = 1,
+    legend_title: str | None = None,
+) -> bool:
+    """Log-log axes; the solver floor drawn when it is inside the data's range;
+    ``ticks``: label these x values plainly (the widths); a legend in
+    ``columns``. A panel without positive data says so instead (log axes
+    would fail) and gets no legend: returns whether the panel has data."""
+    (x0, x1), (y0, y1) = ax.dataLim.intervalx, ax.dataLim.intervaly
+    if not (np.isfinite([x0, x1, y0, y1]).all() and x1 > 0 and y1 > 0):
+        ax.text(0.5, 0.5, "no data in range", transform=ax.transAxes, ha="center", va="center", color="0.5")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return False
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if floor > 0 and floor > ax.get_ylim()[0]:
+        ax.axhline(floor, color="0.6", lw=0.8, ls=":", label="solver floor")
+    if len(ticks):
+        ax.set_xticks(list(ticks), [f"{t:g}" for t in ticks], fontsize=7)
+        from matplotlib.ticker import NullLocator
+
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=6, ncol=columns, title=legend_title, title_fontsize=6)
+    return True
+
+
+def error_vs_width(ds: xr.Dataset, fits: xr.Dataset, variable: str = "truncation_error"):
+    """E_p(t1) against width, one panel per order (columns) and per value of
+    the swept dims (rows), lines per architecture; fitted and predicted slopes."""
+    if variable not in ds or not any_finite(ds[variable]) or ds.sizes["width"] < 2:
+        return None
+    values = ds[variable].isel(time=-1)
+    fit_all = analysis.quantity_fits(fits, variable).isel(time=-1)
+    rows, note = _rows(ds)
+    orders = ds["order"].values.tolist()
+    figure, axes = _panels(len(rows), len(orders))
+    floor = float(fits.attrs.get("error_floor", 0.0))
+    for i, row in enumerate(rows):
+        for j, order in enumerate(orders):
+            ax = axes[i, j]
+            for k, line in enumerate(selections(ds, _line_dims(ds))):
+                selection = {**row, **line, "order": order}
+                color = _color(line, k)
+                name = line.get("architecture", "seed mean (bars: range)")
+                _draw_series(ax, select(values, selection), select(fit_all, selection), color, name)
+            _log_axes(ax, "width m", f"E_{order}({time_symbol(ds)} = {float(ds.time[-1]):g})", floor, ds["width"].values,
+                      legend_title=SLOPES_LEGEND)
+            ax.set_title(f"p = {order}" + (f"; {series_label(row)}" if row else ""), fontsize=9)
+    which = "training" if variable == "truncation_error" else "test"
+    figure.suptitle(f"Truncation error on the {which} points against width{note}", fontsize=10)
+    return figure
+
+
+def error_vs_width_test_points(ds: xr.Dataset, fits: xr.Dataset):
+    """:func:`error_vs_width` of the test-point error (None without test points)."""
+    return error_vs_width(ds, fits, "test_error")
+
+
+def width_slope_vs_time(ds: xr.Dataset, fits: xr.Dataset):
+    """The fitted slope of log E_p in log m at every save time, with its interval."""
+    if "truncation_error_slope" not in fits or not any_finite(fits["truncation_error_slope"]):
+        return None
+    fit_all = analysis.quantity_fits(fits, "truncation_error")
+    rows, note = _rows(ds)
+    orders = ds["order"].values.tolist()
+    figure, axes = _panels(len(rows), len(orders))
+    times = fit_all["time"].values
+    for i, row in enumerate(rows):
+        for j, order in enumerate(orders):
+            ax = axes[i, j]
+            for k, line in enumerate(selections(ds, _line_dims(ds))):
+                fit = select(fit_all, {**row, **line, "order": order})
+                color = _color(line, k)
+                ax.plot(times, fit["slope"], "o-", ms=3, color=color, label=line.get("architecture", "fitted slope"))
+                ax.fill_between(times, fit["slope_low"], fit["slope_high"], color=color, alpha=0.2, lw=0)
+            ax.axhline(analysis.predicted_error_slope(order), color="k", ls="--", lw=1, label="predicted")
+            if (times > 0).sum() > 2 and times[times > 0].max() / times[times > 0].min() > 50:
+                ax.set_xscale("log")
+                ax.set_xlim(0.8 * times[times > 0].min(), 1.25 * times.max())  # every panel spans the decades
+            ax.set_xlabel(f"time {time_symbol(ds)}")
+            ax.set_ylabel(f"slope of log E_{order} in log m")
+            ax.set_title(f"p = {order}" + (f"; {series_label(row)}" if row else ""), fontsize=9)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=6)
+    figure.suptitle(f"Fitted width slope of E_p against time (band: bootstrap interval){note}", fontsize=10)
+    return figure
+
+
+def error_vs_time(ds: xr.Dataset, fits: xr.Dataset):
+    """E_p against t (log-log), lines per width, with a t^p reference line."""
+    if "truncation_error" not in ds or (ds["time"] > 0).sum() < 2 or not any_finite(ds["truncation_error"]):
+        return None
+    positive = ds["truncation_error"].sel(time=ds["time"] > 0)
+    mean = geometric_mean(positive)
+    rows = selections(ds, [d for d in FACET_DIMS if d in ds.dims])
+    note = f" (first {MAX_ROWS} of {len(rows)} rows)" if len(rows) > MAX_ROWS else ""
+    rows = rows[:MAX_ROWS]
+    orders = ds["order"].values.tolist()
+    widths = ds["width"].values.tolist()
+    from matplotlib import colormaps
+
+    colors = colormaps["viridis"](np.linspace(0, 0.9, len(widths)))
+    floor = float(fits.attrs.get("error_floor", 0.0))
+    figure, axes = _panels(len(rows), len(orders))
+    t = positive["time"].values
+    for i, row in enumerate(rows):
+        for j, order in enumerate(orders):
+            ax = axes[i, j]
+            for width, color in zip(widths, colors):
+                ax.plot(t, select(mean, {**row, "order": order, "width": width}), "o-", ms=2.5, lw=1, color=color,
+                        label=f"m = {width}")
+            reference = select(mean, {**row, "order": order}).max("width").values
+            usable = np.flatnonzero(np.isfinite(reference) & (reference > floor) & (t <= analysis.SMALL_TIME))
+            if usable.size:
+                anchor = usable[0]
+                small = t[t <= max(analysis.SMALL_TIME, t[anchor])]
+                ax.plot(small, reference[anchor] * (small / t[anchor]) ** order, "k--", lw=1, label=f"∝ t^{order}")
+            finite = mean.values[np.isfinite(mean.values) & (mean.values > 0)]
+            if _log_axes(ax, f"time {time_symbol(ds)}", f"E_{order}({time_symbol(ds)})", floor, columns=2) and floor > 0 and finite.size:
+                ax.set_ylim(bottom=max(floor / 10, finite.min() / 2))
+            ax.set_title(f"p = {order}" + (f"; {series_label(row)}" if row else ""), fontsize=9)
+    figure.suptitle(f"Truncation error against time (seed geometric mean){note}", fontsize=10)
+    return figure
+
+
+def kernel_magnitude_vs_width(ds: xr.Dataset, fits: xr.Dataset):
+    """max|K(r)₀| against width, lines per rank r, fitted and predicted slopes."""
+    if "kernel_magnitude" not in ds or ds.sizes["width"] < 2:
+        return None
+    fit_all = analysis.quantity_fits(fits, "kernel_magnitude")
+    rows, note = _rows(ds)
+    columns = selections(ds, _line_dims(ds)) or [{}]
+    figure, axes = _panels(len(rows), len(columns))
+    for i, row in enumerate(rows):
+        for j, column in enumerate(columns):
+            ax = axes[i, j]
+            for k, rank in enumerate(ds["rank"].values.tolist()):
+                selection = {**row, **column, "rank": rank}
+                color = f"C{k}"
+                _draw_series(ax, select(ds["kernel_magnitude"], selection), select(fit_all, selection), color,
+                             f"r = {rank}")
+            _log_axes(ax, "width m", "max |K(r)₀|", ticks=ds["width"].values, legend_title=SLOPES_LEGEND)
+            ax.set_title(series_label({**row, **column}) if row or column else "", fontsize=9)
+    figure.suptitle(f"Kernel magnitudes at initialisation against width{note}", fontsize=10)
+    return figure
+
+
+def ntk_drift_vs_width(ds: xr.Dataset, fits: xr.Dataset):
+    """‖K2_t − K2₀‖∞ at the last save time against width: reference and NTH (p ≥ 3)."""
+    if "ntk_drift_ref" not in ds or ds.sizes["width"] < 2:
+        return None
+    rows, note = _rows(ds)
+    columns = selections(ds, _line_dims(ds)) or [{}]
+    reference = analysis.quantity_fits(fits, "ntk_drift_ref").isel(time=-1)
+    nth = analysis.quantity_fits(fits, "ntk_drift_nth").isel(time=-1) if "ntk_drift_nth_slope" in fits else None
+    floor = float(fits.attrs.get("error_floor", 0.0))
+    figure, axes = _panels(len(rows), len(columns))
+    for i, row in enumerate(rows):
+        for j, column in enumerate(columns):
+            ax = axes[i, j]
+            selection = {**row, **column}
+            _draw_series(ax, select(ds["ntk_drift_ref"].isel(time=-1), selection), select(reference, selection), "k",
+                         "reference")
+            if nth is not None:
+                for k, order in enumerate(o for o in ds["order"].values.tolist() if o > 2):
+                    values = select(ds["ntk_drift_nth"].isel(time=-1), {**selection, "order": order})
+                    fit = select(nth, {**selection, "order": order})
+                    _draw_series(ax, values, fit, f"C{k + 1}", f"NTH p = {order}")
+            ylabel = f"‖K2(t) − K2(0)‖∞ at {time_symbol(ds)} = {float(ds.time[-1]):g}"
+            _log_axes(ax, "width m", ylabel, floor, ds["width"].values, legend_title=SLOPES_LEGEND)
+            ax.set_title(series_label(selection) if selection else "", fontsize=9)
+    figure.suptitle(f"NTK drift against width{note}", fontsize=10)
+    return figure
+
+
+def resnet_vs_ffnet(ds: xr.Dataset, fits: xr.Dataset):
+    """With n_train swept: the width at which max_t E_p falls to the tolerance
+    against n, per architecture and the other swept dims, with the fitted
+    exponents. Otherwise the ratio E_p(FFNet)/E_p(ResNet) at t1 against width."""
+    if "architecture" not in ds.dims or ds.sizes["architecture"] < 2:
+        return None
+    orders = ds["order"].values.tolist()
+    others = [d for d in FACET_DIMS if d in ds.dims and d not in ("architecture", "n_train")]
+    figure, axes = _panels(1, len(orders))
+    if "width_at_tolerance" in fits and "n_train" in fits.dims:
+        n = fits["n_train"].values
+        for j, order in enumerate(orders):
+            ax = axes[0, j]
+            lines = selections(ds, ["architecture", *others])
+            for k, line in enumerate(lines):
+                selection = {**line, "order": order}
+                width = select(fits["width_at_tolerance"], selection)
+                low = select(fits["width_at_tolerance_low"], selection).values
+                high = select(fits["width_at_tolerance_high"], selection).values
+                error = np.array([width.values - low, high - width.values])
+                error = np.where(np.isfinite(error) & (error >= 0), error, 0.0)
+                fitted = "n_exponent_fit" in fits
+                key = "n_exponent_fit" if fitted else "n_exponent"
+                exponent = float(select(fits[key], selection)) if key in fits else np.nan
+                style = "-" if line.get("architecture") == "resnet" else "--"
+                label = series_label(line) + (f": n^{exponent:.2f}" if np.isfinite(exponent) else "")
+                color = f"C{k % 10}"
+                # markers: interpolated between swept widths; line: from the fitted power law
+                ax.errorbar(n, width.values, yerr=error, fmt="o" + ("" if fitted else style), ms=4, capsize=2,
+                            color=color, label=None if fitted else label)
+                if fitted:
+                    ax.plot(n, select(fits["width_at_tolerance_fit"], selection).values, style, color=color,
+                            label=label)
+            finite = fits["width_at_tolerance_fit" if "width_at_tolerance_fit" in fits
+                          else "width_at_tolerance"].sel(order=order).values
+            finite = finite[np.isfinite(finite)]
+            if finite.size:
+                anchor = np.exp(np.log(finite).mean())
+                centre = np.exp(np.log(n).mean())
+                for power, ls in ((3, ":"), (4, "-.")):
+                    ax.plot(n, anchor * (n / centre) ** power, color="0.5", ls=ls, lw=1, label=f"∝ n^{power}")
+            tolerance = float(fits["tolerance"].sel(order=order).max())
+            if _log_axes(ax, "training points n", f"width at max_t E_{order} = {tolerance:.0e}", ticks=n):
+                ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+            ax.set_title(f"p = {order}", fontsize=9)
+        # room on the right for the legends: one per panel, beside it
+        width, height = figure.get_size_inches()
+        figure.set_size_inches(width * 1.6, height)
+        figure.subplots_adjust(left=1.0 / (1.6 * width), right=1 - 2.4 / (1.6 * width), wspace=1.2)
+        figure.suptitle("Width needed for a tolerance of max_t E_p against n\n(ResNet solid, FFNet dashed; "
+                        "lines: fitted power law, markers: interpolated)", fontsize=9)
+        return figure
+    mean = geometric_mean(ds["truncation_error"].isel(time=-1))
+    if not {"ffnet", "resnet"} <= set(ds["architecture"].values.tolist()):
+        return None
+    ratio = mean.sel(architecture="ffnet") / mean.sel(architecture="resnet")
+    for j, order in enumerate(orders):
+        ax = axes[0, j]
+        for k, line in enumerate(selections(ds, others) or [{}]):
+            ax.plot(ds["width"], select(ratio, {**line, "order": order}), "o-", ms=4, color=f"C{k % 10}",
+                    label=series_label(line) if line else "FFNet / ResNet")
+        ax.axhline(1.0, color="k", lw=0.8)
+        _log_axes(ax, "width m", f"E_{order} FFNet / E_{order} ResNet at {time_symbol(ds)} = {float(ds.time[-1]):g}",
+                  ticks=ds["width"].values)
+        ax.set_title(f"p = {order}", fontsize=9)
+    figure.suptitle("FFNet over ResNet truncation error (seed geometric means)", fontsize=10)
+    return figure
+
+
+FIGURES = {
+    "error_vs_width": error_vs_width,
+    "test_error_vs_width": error_vs_width_test_points,
+    "width_slope_vs_time": width_slope_vs_time,
+    "error_vs_time": error_vs_time,
+    "kernel_magnitude_vs_width": kernel_magnitude_vs_width,
+    "ntk_drift_vs_width": ntk_drift_vs_width,
+    "resnet_vs_ffnet": resnet_vs_ffnet,
+}
+"""File stem → figure function (returns None when its data are absent)."""
