@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import ArrayLike, Float
 
 
 def gegenbauer_polynomials(t: Float[ArrayLike, "..."], d: int, k_max: int) -> Float[np.ndarray, "k ..."]:
