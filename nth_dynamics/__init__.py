@@ -14,9 +14,11 @@ if os.environ.get("NTH_DYNAMICS_X64", "1") != "0":
     jax.config.update("jax_enable_x64", True)
 
 from ._version import __version__  # noqa: E402
+from .engine.basis import residual_basis  # noqa: E402
 from .engine.hierarchy import SolverError, Trajectory, closed_form_p2, solve_nth  # noqa: E402
 from .engine.kernels import kernel_tower, tower_bytes  # noqa: E402
 from .engine.networks import FFNet, ResNet, make_ensemble, make_network  # noqa: E402
+from .engine.reduced import BasisError, ReducedHierarchy, reduced_hierarchy  # noqa: E402
 from .engine.reference import gradient_descent, gradient_flow  # noqa: E402
 from .pipeline.scenario import Scenario, ScenarioError, load_scenario  # noqa: E402
 from .pipeline.sweep import simulate  # noqa: E402
@@ -24,7 +26,9 @@ from .report import analysis  # noqa: E402
 from .theory import depth_study, limits, spectrum  # noqa: E402
 
 __all__ = [
+    "BasisError",
     "FFNet",
+    "ReducedHierarchy",
     "ResNet",
     "Scenario",
     "ScenarioError",
@@ -41,6 +45,8 @@ __all__ = [
     "load_scenario",
     "make_ensemble",
     "make_network",
+    "reduced_hierarchy",
+    "residual_basis",
     "simulate",
     "solve_nth",
     "spectrum",

@@ -9,6 +9,12 @@ with r_b = f(x_b) − y_b on the training points. The state is the pytree
 (f, K2, …, K(p−1)); the frozen K(p) is passed to the vector field as an
 argument rather than carried in the state, so the solver's stage copies never
 duplicate the largest tensor.
+
+The reduced-basis hierarchy (docs/theory.md §8) is the same system on the
+projected tower of a basis V (n, k): K2 is whole, every index from the third
+on is a basis index, and levels ≥ 2 contract with the coefficients c = Vᵀr:
+
+    df/dt = −(1/n) K2 · r,   dK2/dt = −(1/n) K̂3 · c,   dK̂(r)/dt = −(1/n) K̂(r+1) · c.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .basis import check_basis
 from .kernels import MAX_ORDER, Tower
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
@@ -35,7 +42,16 @@ SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
 """Solver names accepted by scenarios → Diffrax classes."""
 
 
-SUCCESSFUL = int(diffrax.RESULTS.successful._value)
+OUTCOMES = (
+    "successful", "max_steps_reached", "dt_min_reached", "max_steps_rejected", "nonfinite",
+    "nonfinite_input", "nonlinear_max_steps_reached", "nonlinear_divergence", "singular",
+    "breakdown", "stagnation", "conlim", "event_occurred", "internal_error",
+)
+"""Diffrax result members by name (public attributes of ``diffrax.RESULTS``):
+``Trajectory.stats["result"]`` is the position of a solve's result in this
+tuple, ``len(OUTCOMES)`` for any other."""
+
+SUCCESSFUL = OUTCOMES.index("successful")
 """Result code of a solve that reached its final time (``Trajectory.stats["result"]``)."""
 
 
@@ -68,6 +84,7 @@ def solve_nth(
     solver: str | diffrax.AbstractSolver = "tsit5",
     rtol: float = 1e-9,
     atol: float = 1e-9,
+    basis: Float[Array, "n k"] | None = None,
     max_steps: int = 100_000,
     save_state: bool = False,
 ) -> Trajectory:
@@ -75,13 +92,17 @@ def solve_nth(
 
     Args:
         tower: ``(K2, …, Kp)`` at t = 0 (from :func:`kernel_tower`); the last
-            kernel given is the frozen one.
+            kernel given is the frozen one. With ``basis``, the projected
+            tower of the same basis (``kernel_tower(…, basis=basis)``).
         f0: outputs at t = 0 on the evaluation points; the first n rows are
             the training points.
         y_train: training labels, shape (n,).
         ts: save times, non-decreasing, ≥ 0; integration runs from 0 to ts[-1].
         solver: a name in :data:`SOLVERS` or a Diffrax solver instance.
         rtol, atol: tolerances of the PID step-size controller.
+        basis: V of shape (n, k) with orthonormal columns: integrate the
+            reduced-basis hierarchy of docs/theory.md §8 (exact when the
+            residual stays in the span of V). None: the full hierarchy.
         max_steps: step budget; exceeding it raises :class:`SolverError`.
         save_state: also return the whole state (f, K2, …, K(p−1)) at ``ts``
             (memory: len(ts) × state; most users will not need it).
@@ -93,14 +114,17 @@ def solve_nth(
     """
     tower = tuple(jnp.asarray(kernel) for kernel in tower)
     f0, y_train, ts = jnp.asarray(f0), jnp.asarray(y_train), jnp.asarray(ts)
-    _check_nth_inputs(tower, f0, y_train, ts)
-    solution = _solve_nth(tower, f0, y_train, ts, _solver(solver), jnp.asarray(rtol), jnp.asarray(atol), max_steps, save_state)
+    basis = None if basis is None else check_basis(basis, y_train.shape[0])
+    _check_nth_inputs(tower, f0, y_train, ts, None if basis is None else basis.shape[1])
+    solution = _solve_nth(
+        tower, f0, y_train, ts, basis, _solver(solver), jnp.asarray(rtol), jnp.asarray(atol), max_steps, save_state
+    )
     check_solution(solution, "NTH")
     return solution
 
 
 @eqx.filter_jit
-def _solve_nth(tower, f0, y_train, ts, solver, rtol, atol, max_steps, save_state) -> Trajectory:
+def _solve_nth(tower, f0, y_train, ts, basis, solver, rtol, atol, max_steps, save_state) -> Trajectory:
     n = y_train.shape[0]
     state0 = (f0,) + tower[:-1]
     frozen = tower[-1]
@@ -108,8 +132,11 @@ def _solve_nth(tower, f0, y_train, ts, solver, rtol, atol, max_steps, save_state
     def vector_field(t, state, frozen):
         residual = state[0][:n] - y_train
         kernels = state[1:] + (frozen,)
-        # contracting the last (newest) index of each kernel with the residual
-        return tuple(-(kernel @ residual) / n for kernel in kernels)
+        if basis is None:
+            # contracting the last (newest) index of each kernel with the residual
+            return tuple(-(kernel @ residual) / n for kernel in kernels)
+        coefficients = basis.T @ residual  # every index from the third on is a basis index
+        return (-(kernels[0] @ residual) / n,) + tuple(-(kernel @ coefficients) / n for kernel in kernels[1:])
 
     def save(t, state, frozen):
         ntk = state[1] if len(state) > 1 else frozen
@@ -184,8 +211,15 @@ def closed_form_p2(
 
 def solver_stats(solution: diffrax.Solution) -> dict:
     stats = {key: solution.stats[key] for key in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
-    stats["result"] = jnp.asarray(solution.result._value)
+    stats["result"] = result_code(solution.result)
     return stats
+
+
+def result_code(result: diffrax.RESULTS) -> Array:
+    """The position of a Diffrax result in :data:`OUTCOMES` (an integer array,
+    so that results of vmapped solves stack and compare like any statistic)."""
+    matches = [result == getattr(diffrax.RESULTS, name) for name in OUTCOMES]
+    return jnp.select(matches, [jnp.asarray(code) for code in range(len(OUTCOMES))], len(OUTCOMES))
 
 
 def check_solution(trajectory: Trajectory, what: str) -> None:
@@ -197,12 +231,18 @@ def check_solution(trajectory: Trajectory, what: str) -> None:
     failed = jnp.asarray(result) != SUCCESSFUL
     if bool(jnp.any(failed)):
         code = int(jnp.max(jnp.where(failed, result, 0)))
-        message = diffrax.RESULTS._index_to_message[code].split("\n")[0].rstrip(".")
+        message = _outcome_message(code).split("\n")[0].rstrip(".")
         steps = int(jnp.max(trajectory.stats["num_steps"]))
         raise SolverError(
             f"{what} solver stopped after {steps} steps: {message}; "
             "or loosen rtol/atol, or shorten the time grid (t1)."
         )
+
+
+def _outcome_message(code: int) -> str:
+    if code >= len(OUTCOMES):
+        return "the solve failed (a Diffrax result not listed in OUTCOMES)"
+    return diffrax.RESULTS[getattr(diffrax.RESULTS, OUTCOMES[code])]
 
 
 def _solver(solver: str | diffrax.AbstractSolver) -> diffrax.AbstractSolver:
@@ -213,7 +253,7 @@ def _solver(solver: str | diffrax.AbstractSolver) -> diffrax.AbstractSolver:
     return SOLVERS[solver]()
 
 
-def _check_nth_inputs(tower: Tower, f0: Array, y_train: Array, ts: Array) -> None:
+def _check_nth_inputs(tower: Tower, f0: Array, y_train: Array, ts: Array, rank: int | None) -> None:
     if not 1 <= len(tower) <= MAX_ORDER - 1:
         raise ValueError(
             f"tower must hold K2…Kp with 2 ≤ p ≤ {MAX_ORDER}, i.e. 1 to {MAX_ORDER - 1} kernels, "
@@ -225,9 +265,10 @@ def _check_nth_inputs(tower: Tower, f0: Array, y_train: Array, ts: Array) -> Non
             f"f0 must have shape (N_eval,) and y_train (n,) with N_eval ≥ n, got {f0.shape}, {y_train.shape}"
         )
     for r, kernel in enumerate(tower, start=2):
-        expected = (n_eval,) + (n,) * (r - 1)
+        expected = (n_eval,) + (n,) * (r - 1) if rank is None else (n_eval, n) + (rank,) * (r - 2)
         if kernel.shape != expected:
-            raise ValueError(f"K{r} must have shape {expected} (N_eval, n, …), got {kernel.shape}")
+            what = "(N_eval, n, …)" if rank is None else "(N_eval, n, k, …): a tower projected on the same basis"
+            raise ValueError(f"K{r} must have shape {expected} {what}, got {kernel.shape}")
     if ts.ndim != 1 or ts.shape[0] == 0:
         raise ValueError(f"ts must be a non-empty 1-D array of save times, got shape {ts.shape}")
     if isinstance(ts, jax.core.Tracer):

@@ -13,6 +13,15 @@ flight, so memory is governed by the output and by ``batch_size``.
 
 Note that g_b is itself a function of θ inside the nesting: K4 = D²K2[g3, g4] +
 DK2[∇²f(x3) g4], not the symmetric derivative of K2.
+
+The projected tower (docs/theory.md §8) keeps K2 whole and replaces every
+trailing index from the third on by a reduced-basis index j: the same JVPs,
+taken along the k combined directions G_j(θ) = Σ_b V[b, j] g_b(θ) =
+∇θ(v_jᵀ f(X; θ)) instead of the n directions g_b, so that
+
+    K̂(r)(a1, a2, j3..jr) = Σ K(r)(a1, a2, b3..br) V[b3, j3] … V[br, jr]
+
+costs N_eval·n·k^(r−2) instead of N_eval·n^(r−1) and the full K(r) is never formed.
 """
 
 from __future__ import annotations
@@ -24,13 +33,15 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
+from .basis import check_basis
 from .networks import AbstractNetwork, Perturbation, trained_filter
 
 MAX_ORDER = 6
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
 
 Tower = tuple[Array, ...]
-"""(K2, …, Kp) with ``K_r.shape == (N_eval,) + (n,) * (r − 1)``."""
+"""(K2, …, Kp) with ``K_r.shape == (N_eval,) + (n,) * (r − 1)``; projected on a
+basis of rank k, ``K̂_r.shape == (N_eval, n) + (k,) * (r − 2)`` for r ≥ 3."""
 
 
 def kernel_tower(
@@ -39,6 +50,7 @@ def kernel_tower(
     order: int,
     x_eval: Float[Array, "n_eval d"] | None = None,
     *,
+    basis: Float[Array, "n k"] | None = None,
     filter_spec: PyTree | None = None,
     batch_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -57,6 +69,11 @@ def kernel_tower(
         order: the highest kernel order p, 2 ≤ p ≤ 6.
         x_eval: points of the **first** index (train ∪ test, first rows =
             x_train by the project's convention); defaults to ``x_train``.
+        basis: V of shape (n, k) with orthonormal columns
+            (:func:`~nth_dynamics.residual_basis`): return the projected tower
+            of docs/theory.md §8, K2 whole and every index from the third on
+            along the combined directions G_j = ∇θ(v_jᵀ f(X; θ)). None (the
+            default) gives the full tower.
         batch_size: how many directions b each nesting level processes at
             once. ``n`` vectorises every level (fastest while it fits);
             smaller values loop over chunks with ``lax.map`` and bound the
@@ -67,33 +84,61 @@ def kernel_tower(
             model; divide by the ensemble size when vmapping over seeds).
 
     Returns:
-        ``(K2, …, K_order)``; ``K_r.shape == (N_eval,) + (n,) * (r − 1)``.
+        ``(K2, …, K_order)``; ``K_r.shape == (N_eval,) + (n,) * (r − 1)``, or
+        with a basis ``(N_eval, n) + (k,) * (r − 2)`` for r ≥ 3.
+
+    Raises:
+        ValueError: for a bad order, input shapes or basis (wrong shape, or
+            columns not orthonormal).
     """
     x_train = jnp.asarray(x_train)
     x_eval = x_train if x_eval is None else jnp.asarray(x_eval)
     _check_inputs(x_train, x_eval, order)
-    structured = filter_spec is None and isinstance(model, AbstractNetwork)
-    if filter_spec is None:
-        filter_spec = trained_filter(model)
     n = x_train.shape[0]
+    basis = None if basis is None else check_basis(basis, n)
+    rank = None if basis is None else basis.shape[1]
     if batch_size is None:
-        batch_size = default_batch_size(model, filter_spec, x_eval.shape[0], n, order, memory_budget)
+        batch_size = default_batch_size(model, filter_spec, x_eval.shape[0], n, order, memory_budget, rank=rank)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    batch_size = direction_chunk(n, batch_size)
-    if structured:
-        return _structured_tower(model, x_train, None if x_eval is x_train else x_eval, order, batch_size)
-    params, static = eqx.partition(model, filter_spec)
-    return _tower(params, static, x_train, x_eval, order, batch_size)
+    # chunks of the n directions g_b and of the k combined directions G_j
+    chunks = (direction_chunk(n, batch_size), None if rank is None else direction_chunk(rank, batch_size))
+    if structured_path(model, filter_spec):
+        return _structured_tower(model, x_train, None if x_eval is x_train else x_eval, order, chunks, basis)
+    params, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
+    return _tower(params, static, x_train, x_eval, order, chunks, basis)
+
+
+def structured_path(model: eqx.Module, filter_spec: PyTree | None) -> bool:
+    """Whether :func:`kernel_tower` takes the outer-product path: for the
+    project's networks with their own trained set (no ``filter_spec``); any
+    other model or filter takes the generic nested-JVP path. Memory plans
+    (:func:`default_batch_size`) ask the same question here."""
+    return filter_spec is None and isinstance(model, AbstractNetwork)
+
+
+def _chunked(along: Callable, directions, batch_size: int) -> Array:
+    """``along`` over the leading axis of ``directions``, vectorised or in
+    ``lax.map`` chunks, stacked with the direction axis moved last."""
+    if batch_size >= directions.shape[0]:
+        stacked = jax.vmap(along)(directions)
+    else:
+        stacked = jax.lax.map(along, directions, batch_size=batch_size)
+    return jnp.moveaxis(stacked, 0, -1)
 
 
 @eqx.filter_jit
-def _tower(params, static, x_train, x_eval, order: int, batch_size: int) -> Tower:
+def _tower(params, static, x_train, x_eval, order: int, chunks: tuple, basis) -> Tower:
+    batch_size, basis_chunk = chunks
+
     def f(p, x):
         return eqx.combine(p, static)(x)
 
     def f_eval(p):
         return jax.vmap(f, in_axes=(None, 0))(p, x_eval)
+
+    def f_train(p):
+        return jax.vmap(f, in_axes=(None, 0))(p, x_train)
 
     tangent = jax.grad(f)  # g_b(θ) = ∇θ f(x_b), recomputed at the θ of each level
     vectorised = batch_size >= x_train.shape[0]
@@ -113,14 +158,28 @@ def _tower(params, static, x_train, x_eval, order: int, batch_size: int) -> Towe
 
         return kernel_up
 
+    def next_projected_order(kernel: Callable) -> Callable:
+        """θ ↦ K̂(r+1)(θ): one JVP per combined direction G_j(θ) = ∇θ(v_jᵀ f(X; θ)),
+        all k of them pulled back through one VJP of f on the training points."""
+
+        def kernel_up(p):
+            _, pullback = jax.vjp(f_train, p)
+
+            def along(weights):
+                return jax.jvp(kernel, (p,), pullback(weights))[1]
+
+            return _chunked(along, basis.T, basis_chunk)
+
+        return kernel_up
+
     kernels = [f_eval]
-    for _ in range(2, order + 1):
-        kernels.append(next_order(kernels[-1]))
+    for r in range(2, order + 1):
+        kernels.append(next_order(kernels[-1]) if basis is None or r == 2 else next_projected_order(kernels[-1]))
     return tuple(kernel(params) for kernel in kernels[1:])
 
 
 @eqx.filter_jit
-def _structured_tower(model: AbstractNetwork, x_train, x_eval, order: int, batch_size: int) -> Tower:
+def _structured_tower(model: AbstractNetwork, x_train, x_eval, order: int, chunks: tuple, basis) -> Tower:
     """The same tower for the project's networks, whose gradients are outer
     products per layer (:class:`~nth_dynamics.networks.Perturbation`).
 
@@ -131,7 +190,14 @@ def _structured_tower(model: AbstractNetwork, x_train, x_eval, order: int, batch
     so no parameter-sized tangent is ever formed. Mathematically identical to
     the generic path (tests compare them); several times faster and far
     lighter on memory.
+
+    With a basis, each outer level moves the parameters along the combined
+    directions G_j = Σ_b V[b, j] g_b, kept as their n outer products
+    (:meth:`Perturbation.combined`): the factors of the n gradients are
+    computed once per level and shared by the k directions.
     """
+    batch_size, basis_chunk = chunks
+    zero = jnp.zeros((), model.a.dtype)
 
     def factors(points, perturbation):
         return jax.vmap(lambda x: model.gradient_factors(x, perturbation))(points)
@@ -162,9 +228,23 @@ def _structured_tower(model: AbstractNetwork, x_train, x_eval, order: int, batch
 
         return kernel_up
 
+    def next_projected_order(kernel: Callable) -> Callable:
+        def kernel_up(perturbation):
+            train = factors(x_train, perturbation)  # g_b at this level's θ, for every b
+
+            def along(weights):
+                def moved(eps):
+                    return kernel(Perturbation.combined(perturbation, eps, weights, train))
+
+                return jax.jvp(moved, (zero,), (jnp.ones_like(zero),))[1]
+
+            return _chunked(along, basis.T, basis_chunk)
+
+        return kernel_up
+
     kernels = [k2]
     for _ in range(3, order + 1):
-        kernels.append(next_order(kernels[-1]))
+        kernels.append(next_order(kernels[-1]) if basis is None else next_projected_order(kernels[-1]))
     return tuple(kernel(None) for kernel in kernels)
 
 
@@ -199,6 +279,7 @@ def tower_bytes(
     batch_size: int | None = None,
     itemsize: int = 8,
     structured: bool = True,
+    rank: int | None = None,
 ) -> int:
     """Estimated peak bytes of :func:`kernel_tower` for one model.
 
@@ -213,18 +294,29 @@ def tower_bytes(
     about ``2 P (B^(p−1) + 2^(p−1) B)`` for chunks of B directions at each of
     the p − 1 levels, and the activations of B^(p−1) directions.
 
+    ``rank`` k: the projected tower on a basis of k columns (docs/theory.md
+    §8): K̂(r) holds N_eval·n·k^(r−2) numbers for r ≥ 3, every level beyond
+    K2 has k directions (chunks of min(B, k)), and each such level also holds
+    the n training gradients its combined directions are made of (their
+    factors, or one VJP's residuals on the generic path) per direction in flight.
+
     Calibrated on CPU against measured peaks of FFNet and ResNet towers
     (p = 3, 4): it errs on the high side, by up to ~3×.
     """
     batch = n if batch_size is None else max(1, min(batch_size, n))
-    outputs = sum(n_eval * n ** (r - 1) for r in range(2, order + 1))
+    k = n if rank is None else rank
+    outer = min(batch, k)  # directions in flight at each level beyond K2
+    outputs = sum(n_eval * n * k ** (r - 2) for r in range(2, order + 1))
+    combined = 0  # the n gradients behind the combined directions of the innermost outer level
+    if rank is not None and order > 2:
+        combined = 2 ** (order - 2) * outer ** (order - 3) * n * activations
     if structured:
-        in_flight = batch ** (order - 2) * 2 ** (order - 2)
-        return itemsize * (2 * outputs + 4 * in_flight * (n_eval + n) * activations)
-    in_flight = batch ** (order - 1) + 2 ** (order - 1) * batch
+        in_flight = outer ** (order - 2) * 2 ** (order - 2)
+        return itemsize * (2 * outputs + 4 * in_flight * (n_eval + n) * activations + 4 * combined)
+    in_flight = batch * outer ** (order - 2) + 2 ** (order - 1) * batch
     tangents = 2 * n_params * in_flight
-    forward = 2 ** (order - 1) * batch ** (order - 1) * n_eval * activations
-    return itemsize * (2 * outputs + tangents + forward)
+    forward = 2 ** (order - 1) * batch * outer ** (order - 2) * n_eval * activations
+    return itemsize * (2 * outputs + tangents + forward + 2 * combined)
 
 
 RUNTIME_BYTES = 500_000_000
@@ -263,14 +355,27 @@ def direction_chunk(n: int, batch_size: int) -> int:
 
 
 def default_batch_size(
-    model, filter_spec, n_eval: int, n: int, order: int, budget: int = DEFAULT_MEMORY_BUDGET
+    model,
+    filter_spec,
+    n_eval: int,
+    n: int,
+    order: int,
+    budget: int = DEFAULT_MEMORY_BUDGET,
+    *,
+    rank: int | None = None,
 ) -> int:
-    """Largest direction chunk whose :func:`tower_bytes` fits ``budget``; at least 1."""
+    """Largest direction chunk whose :func:`tower_bytes` fits ``budget``; at
+    least 1. ``filter_spec`` as given to :func:`kernel_tower` (None: the
+    model's own), which decides the path planned for (:func:`structured_path`);
+    ``rank``: the projected tower's basis size."""
     n_params = parameter_count(model, filter_spec)
     activations = _activation_count(model)
-    structured = isinstance(model, AbstractNetwork)
+    structured = structured_path(model, filter_spec)
     for batch in (b for b in range(n, 0, -1) if n % b == 0):  # see direction_chunk
-        if tower_bytes(n_eval, n, order, n_params, activations=activations, batch_size=batch, structured=structured) <= budget:
+        estimate = tower_bytes(
+            n_eval, n, order, n_params, activations=activations, batch_size=batch, structured=structured, rank=rank
+        )
+        if estimate <= budget:
             return batch
     return 1
 

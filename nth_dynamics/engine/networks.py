@@ -109,6 +109,24 @@ class Perturbation(NamedTuple):
             {field: (u[None], None if v is None else v[None]) for field, (u, v) in factors.items()},
         )
 
+    @staticmethod
+    def combined(previous: Perturbation | None, eps: Array, weights: Float[Array, " n"], factors) -> Perturbation:
+        """``previous`` (None: θ itself) moved by eps along G = Σ_b weights_b g_b,
+        the combined direction of a reduced-basis index (docs/theory.md §8),
+        kept as its n outer products: ``factors`` carry a leading axis n."""
+        eps = eps * weights
+        if previous is None:
+            return Perturbation(eps, factors)
+
+        def stack(old, new):
+            return None if new is None else jnp.concatenate([old, new])
+
+        return Perturbation(
+            jnp.concatenate([previous.eps, eps]),
+            {field: (stack(previous.factors[field][0], u), stack(previous.factors[field][1], v))
+             for field, (u, v) in factors.items()},
+        )
+
 
 class AbstractNetwork(eqx.Module):
     """What every network of the project provides: a scalar ``f(x)`` for one

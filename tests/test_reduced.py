@@ -1,0 +1,239 @@
+"""The reduced-basis hierarchy (docs/theory.md §8): the projected tower against
+the full one contracted with the basis, the projected solve, the POD basis
+and the basis-error estimate against the full hierarchy."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import pytest
+
+import nth_dynamics as nd
+from nth_dynamics.engine.basis import enlarge_basis
+from nth_dynamics.engine.kernels import default_batch_size, structured_path, tower_bytes
+from nth_dynamics.engine.reduced import BasisError, reduced_hierarchy
+from nth_dynamics.engine.reference import loss
+
+
+def relative_error(a, b):
+    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+
+
+def contract_trailing(kernel, basis):
+    """K(r) with every index from the third on contracted with V, in order."""
+    for _ in range(kernel.ndim - 2):
+        kernel = jnp.tensordot(kernel, basis, axes=([2], [0]))  # contracts the third axis, appends j last
+    return kernel
+
+
+def sphere(key, count, d=3):
+    x = jax.random.normal(key, (count, d))
+    return x / jnp.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def basis3(small_problem):
+    n = len(small_problem[0])
+    q, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(5), (n, 3)))
+    return q
+
+
+MODELS = {  # (model, order, explicit filter_spec: the generic path): the paths and orders to check
+    "ffnet structured to K5": (lambda: nd.FFNet(3, 8, 1, key=jax.random.key(1)), 5, False),
+    "resnet structured to K4": (lambda: nd.ResNet(3, 12, 2, key=jax.random.key(2)), 4, False),
+    "resnet generic to K4": (lambda: nd.ResNet(3, 12, 1, key=jax.random.key(3), branch="one"), 4, True),
+    "equinox mlp generic to K4": (
+        lambda: eqx.nn.MLP(3, "scalar", 6, 1, activation=jnp.tanh, key=jax.random.key(4)), 4, False
+    ),
+    "equinox mlp generic to K5": (
+        lambda: eqx.nn.MLP(3, "scalar", 6, 1, activation=jnp.tanh, key=jax.random.key(4)), 5, False
+    ),
+}
+SLOW = {"ffnet structured to K5", "equinox mlp generic to K5"}  # compiling K5 twice takes ~30 s
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in MODELS]
+)
+def test_projected_tower_is_the_full_tower_contracted_with_the_basis(name, basis3, small_problem):
+    x_train, _, x_eval = small_problem
+    make, order, explicit_filter = MODELS[name]
+    model = make()
+    spec = model.trained_filter() if explicit_filter else None
+    full = nd.kernel_tower(model, x_train, order, x_eval, filter_spec=spec)
+    projected = nd.kernel_tower(model, x_train, order, x_eval, basis=basis3, filter_spec=spec)
+    n, k = basis3.shape
+    for r, (kernel, reduced) in enumerate(zip(full, projected), start=2):
+        assert reduced.shape == (len(x_eval), n) + (k,) * (r - 2)
+        assert relative_error(reduced, contract_trailing(kernel, basis3)) <= 1e-10
+
+
+def test_projected_chunks_do_not_change_the_tower(basis3, small_problem):
+    x_train, _, x_eval = small_problem
+    model = nd.ResNet(3, 12, 2, key=jax.random.key(2))
+    whole = nd.kernel_tower(model, x_train, 4, x_eval, basis=basis3)
+    chunked = nd.kernel_tower(model, x_train, 4, x_eval, basis=basis3, batch_size=1)
+    for a, b in zip(chunked, whole):
+        assert relative_error(a, b) <= 1e-12
+
+
+@pytest.fixture(scope="module")
+def softplus_net():
+    return nd.FFNet(3, 32, 1, key=jax.random.key(11), activation="softplus")
+
+
+def test_identity_basis_gives_the_full_tower_and_solve(softplus_net, small_problem):
+    x_train, y_train, x_eval = small_problem
+    identity = jnp.eye(len(x_train))
+    full = nd.kernel_tower(softplus_net, x_train, 4, x_eval)
+    reduced = nd.kernel_tower(softplus_net, x_train, 4, x_eval, basis=identity)
+    for a, b in zip(reduced, full):
+        assert relative_error(a, b) <= 1e-12
+    f0 = jax.vmap(softplus_net)(x_eval)
+    ts = jnp.linspace(0.0, 5.0, 6)
+    options = {"rtol": 1e-12, "atol": 1e-12}
+    solution = nd.solve_nth(reduced, f0, y_train, ts, basis=identity, **options)
+    reference = nd.solve_nth(full, f0, y_train, ts, **options)
+    assert relative_error(solution.f, reference.f) <= 1e-12
+    assert relative_error(solution.ntk, reference.ntk) <= 1e-12
+
+
+def test_projected_identity_along_a_real_gradient_flow(training_problem):
+    """dK̂(r)/dt = −(1/n) K̂(r+1)·Vᵀr along the trained network, r = 2, 3, at
+    t = 0 and t = 1 of an independent gradient-flow integration, with V the
+    POD basis of that flow's residual (so that r(t) lies in its span to tol)."""
+    model, x_train, y_train, _, _, _ = training_problem
+    n = len(x_train)
+    params0, static = eqx.partition(model, model.trained_filter())
+
+    def velocity(p):
+        return jax.tree.map(jnp.negative, jax.grad(lambda q: loss(eqx.combine(q, static), x_train, y_train))(p))
+
+    ts = jnp.linspace(0.0, 2.0, 41)
+    flow = diffrax.diffeqsolve(
+        diffrax.ODETerm(lambda t, p, args: velocity(p)), diffrax.Tsit5(), 0.0, 2.0, None, params0,
+        saveat=diffrax.SaveAt(ts=ts), stepsize_controller=diffrax.PIDController(rtol=1e-12, atol=1e-12),
+    )
+    residuals = jax.vmap(lambda p: jax.vmap(eqx.combine(p, static))(x_train))(flow.ys) - y_train
+    basis = nd.residual_basis(residuals, 1e-10)
+    assert basis.shape[1] < n  # a real reduction, not the identity
+    for index in (0, 20):  # t = 0 and t = 1
+        params = jax.tree.map(lambda leaf, i=index: leaf[i], flow.ys)
+        residual = residuals[index]
+        tower = nd.kernel_tower(eqx.combine(params, static), x_train, 4, basis=basis, batch_size=n)
+        for r in (2, 3):
+
+            def kernel(p, r=r):
+                return nd.kernel_tower(eqx.combine(p, static), x_train, r, basis=basis, batch_size=n)[-1]
+
+            _, derivative = jax.jvp(kernel, (params,), (velocity(params),))
+            predicted = -(tower[r - 1] @ (basis.T @ residual)) / n
+            assert relative_error(derivative, predicted) <= 1e-7
+
+
+def test_residual_basis_keeps_the_modes_above_tol():
+    left, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (30, 4)))
+    right, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(1), (8, 4)))
+    values = jnp.array([1.0, 1e-3, 1e-7, 1e-14])
+    trajectory = (left * values) @ right.T  # (time, n) with known singular values
+    assert nd.residual_basis(trajectory, 1e-5).shape == (8, 2)
+    basis = nd.residual_basis(trajectory, 1e-12)
+    assert basis.shape == (8, 3)
+    assert float(jnp.max(jnp.abs(basis.T @ basis - jnp.eye(3)))) <= 1e-12
+    # the span is the trajectory's: projecting loses only the discarded mode
+    assert float(jnp.max(jnp.abs(trajectory - trajectory @ basis @ basis.T))) <= 1e-13
+    assert nd.residual_basis(trajectory, 1e-12, rank=6).shape == (8, 6)
+    enlarged = enlarge_basis(basis[:, :1], trajectory, 1e-5)
+    assert enlarged.shape == (8, 2) and jnp.allclose(enlarged[:, 0], basis[:, 0])
+    assert float(jnp.max(jnp.abs(enlarged.T @ enlarged - jnp.eye(2)))) <= 1e-12
+
+
+@pytest.mark.parametrize(
+    "basis, message",
+    [
+        (2 * jnp.eye(5)[:, :2], "orthonormal"),
+        (jnp.eye(6)[:, :2], "shape"),
+        (jnp.ones(5), "shape"),
+        (jnp.zeros((5, 0)), "shape"),
+    ],
+)
+def test_a_bad_basis_is_a_clear_error(basis, message, softplus_net, small_problem):
+    x_train, y_train, x_eval = small_problem
+    with pytest.raises(ValueError, match=message):
+        nd.kernel_tower(softplus_net, x_train, 3, x_eval, basis=basis)
+    tower = (jnp.zeros((8, 5)), jnp.zeros((8, 5, 2)))
+    with pytest.raises(ValueError, match=message):
+        nd.solve_nth(tower, jnp.zeros(8), y_train, jnp.array([0.0, 1.0]), basis=basis)
+
+
+def test_a_tower_of_another_rank_is_refused(small_problem):
+    _, y_train, _ = small_problem
+    tower = (jnp.zeros((8, 5)), jnp.zeros((8, 5, 3)))
+    with pytest.raises(ValueError, match="projected on the same basis"):
+        nd.solve_nth(tower, jnp.zeros(8), y_train, jnp.array([0.0, 1.0]), basis=jnp.eye(5)[:, :2])
+
+
+def test_memory_plan_follows_the_path_the_tower_takes():
+    """A filter_spec sends a project network down the generic path: the
+    default chunk is planned for that path, not for the structured one."""
+    model = nd.FFNet(3, 64, 2, key=jax.random.key(0))
+    spec = model.trained_filter()
+    assert structured_path(model, None) and not structured_path(model, spec)
+    n_params = sum(leaf.size for leaf in jax.tree.leaves(eqx.filter(model, spec)))
+    activations = 2 * 64 * 3
+    generic = tower_bytes(16, 16, 4, n_params, activations=activations, batch_size=16, structured=False)
+    structured = tower_bytes(16, 16, 4, n_params, activations=activations, batch_size=16, structured=True)
+    budget = (generic + structured) // 2
+    assert structured < budget < generic
+    assert default_batch_size(model, None, 16, 16, 4, budget) == 16
+    assert default_batch_size(model, spec, 16, 16, 4, budget) < 16
+
+
+def test_reduced_memory_estimate_shrinks_with_the_rank():
+    full = tower_bytes(32, 32, 4, 0, activations=100)
+    assert tower_bytes(32, 32, 4, 0, activations=100, rank=32) >= full
+    assert tower_bytes(32, 32, 4, 0, rank=8) < full / 10  # outputs: N·n·k² against N·n³
+    for structured in (True, False):
+        assert tower_bytes(32, 32, 4, 10**5, activations=100, rank=4, structured=structured) < tower_bytes(
+            32, 32, 4, 10**5, activations=100, structured=structured
+        )
+
+
+@pytest.fixture(scope="module")
+def training_problem():
+    """n = 16 training and 4 test points, a tanh FFNet trained by gradient flow to t = 4."""
+    key_train, key_test, key_model = jax.random.split(jax.random.key(2026), 3)
+    x_train = sphere(key_train, 16)
+    x_eval = jnp.concatenate([x_train, sphere(key_test, 4)])
+    y_train = jnp.sin(2 * x_train[:, 0]) + x_train[:, 1]
+    model = nd.FFNet(3, 64, 1, key=key_model)
+    ts = jnp.linspace(0.0, 4.0, 9)
+    reference = nd.gradient_flow(model, x_train, y_train, jnp.linspace(0.0, 4.0, 33), x_eval, rtol=1e-12, atol=1e-12)
+    return model, x_train, y_train, x_eval, ts, reference
+
+
+@pytest.mark.slow
+def test_reduced_outputs_match_the_full_hierarchy_and_the_estimate_bounds_the_difference(training_problem):
+    model, x_train, y_train, x_eval, ts, reference = training_problem
+    n = len(x_train)
+    options = {"rtol": 1e-12, "atol": 1e-12}
+    result = reduced_hierarchy(
+        model, x_train, y_train, ts, (3, 4), x_eval,
+        reference=reference.f[:, :n] - y_train, reference_f=reference.f[::4], tol=1e-6, **options,
+    )
+    assert result.seed_rank < result.rank < n
+    full_tower = nd.kernel_tower(model, x_train, 4, x_eval)
+    f0 = jax.vmap(model)(x_eval)
+    for i, p in enumerate((3, 4)):
+        full = nd.solve_nth(full_tower[: p - 1], f0, y_train, ts, **options)
+        e_p = float(jnp.max(jnp.linalg.norm(reference.f[::4, :n] - full.f[:, :n], axis=1)) / jnp.sqrt(n))
+        difference = float(jnp.max(jnp.abs(result.trajectories[i].f - full.f)))
+        assert difference <= 1e-3 * e_p
+        assert difference <= float(result.basis_error[i])
+        assert float(result.basis_error_ratio[i]) <= 1e-3
+
+
+def test_an_estimate_above_the_accuracy_asked_is_an_error(training_problem):
+    model, x_train, y_train, x_eval, ts, _ = training_problem
+    with pytest.raises(BasisError, match="error estimate"):
+        reduced_hierarchy(model, x_train, y_train, ts, (3,), x_eval, tol=1e-2, accuracy=1e-14, max_enlargements=0)
