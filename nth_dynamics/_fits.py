@@ -18,9 +18,9 @@ class Line(NamedTuple):
 
 
 def fit_line(
-    x: Float[ArrayLike, "*series point"],
-    y: Float[ArrayLike, "*series point"],
-    valid: Bool[ArrayLike, "*series point"] | None = None,
+    x: Float[ArrayLike, "*#series point"],
+    y: Float[ArrayLike, "*#series point"],
+    valid: Bool[ArrayLike, "*#series point"] | None = None,
 ) -> Line:
     """Ordinary least squares of ``y`` against ``x`` over the last axis,
     vectorised over the leading ones (e.g. bootstrap resamples):

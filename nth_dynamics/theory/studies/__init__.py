@@ -10,10 +10,10 @@ is one file with an :class:`~.base.AbstractStudy` subclass and one line in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
-from pydantic import SerializeAsAny, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import SerializeAsAny, WrapValidator
 from pydantic_core import PydanticCustomError
 
 from .base import AbstractStudy, Estimate, StudyError
@@ -37,7 +37,8 @@ STUDIES: dict[str, type[AbstractStudy]] = registry(
 """The studies of ``kind: infinite_width`` (the ``infinite_width.study`` tag)."""
 
 
-def _by_tag(value: Any, handler: ValidatorFunctionWrapHandler) -> AbstractStudy:
+def _by_tag(value: Any, handler: Callable[[Any], AbstractStudy]) -> AbstractStudy:
+    # (pydantic's ValidatorFunctionWrapHandler is a protocol no runtime check can test)
     """Validate a section as the study its ``study`` names, looked up in
     :data:`STUDIES` when the scenario is read (so a study registered later
     counts); the errors are pydantic's discriminated-union errors."""
