@@ -21,6 +21,7 @@ from ..data import make_data
 from ..engine.hierarchy import SUCCESSFUL, SolverError, check_solution, solve_nth
 from ..engine.kernels import kernel_tower, lambda_min
 from ..engine.networks import make_ensemble
+from ..engine.reduced import BasisError, reduced_hierarchy
 from ..engine.reference import gradient_descent, gradient_flow
 from .cells import Cell, CellSpec
 from .estimates import estimate_cell
@@ -49,12 +50,11 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
     estimate = estimate_cell(cell)
     seeds = list(spec.seeds)
     batches = [seeds[i : i + estimate["seed_batch"]] for i in range(0, len(seeds), estimate["seed_batch"])]
-    results = [
-        _run_seed_batch(cell, data, batch, ts, estimate["batch_size"], stage, dtype) for batch in batches
-    ]
-    tower, nth, ref, time_scale = (
+    run_batch = _run_seed_batch if spec.hierarchy.basis == "full" else _run_seed_batch_reduced
+    results = [run_batch(cell, data, batch, ts, estimate["batch_size"], stage, dtype) for batch in batches]
+    tower, nth, ref, time_scale, reduced = (
         jax.tree.map(lambda *parts: np.concatenate(parts), *[result[i] for result in results])
-        for i in range(4)
+        for i in range(5)
     )
     def stack(name: str, key: str | None = None) -> np.ndarray:
         parts = [t.stats[key] if key else getattr(t, name) for t in nth]
@@ -75,6 +75,7 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
         ntk_ref=np.asarray(ref.ntk),
         ref_stats={key: np.asarray(ref.stats[key]) for key in ("num_steps", "num_rejected_steps")},
         time_scale=time_scale if spec.time.unit != "t" else None,
+        reduced=reduced,
         save_kernels=spec.save_kernels,
         attrs={
             "cell_id": cell.id,
@@ -90,7 +91,7 @@ def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, sta
     scale per seed) as numpy. The save times ``ts`` are multiplied by each
     seed's time scale (1, or n/λ_min(K2₀) for ``time.unit: n_over_lambda_min``)."""
     spec: CellSpec = cell.spec
-    network, hierarchy, reference = spec.network, spec.hierarchy, spec.reference
+    network, hierarchy = spec.network, spec.hierarchy
     with stage("data"):
         ensemble = make_ensemble(
             network.architecture, spec.data.d, network.width, network.depth,
@@ -116,17 +117,77 @@ def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, sta
                 _check(trajectory, f"NTH p={p}", cell)
             nth.append(trajectory)
     with stage("reference"):
-        if reference.method == "gradient_descent":
-            steps, save_every = descent_steps(spec.time, reference)
-            ref = _gradient_descent_batch(ensemble, data.x_train, data.y_train, reference.lr, steps, save_every, x_eval)
-        else:
-            ref = _gradient_flow_batch(
-                ensemble, data.x_train, data.y_train, ts, x_eval,
-                reference.solver, reference.rtol, reference.atol, reference.max_steps,
-            )
-        ref = jax.block_until_ready(ref)
-        _check(ref, "reference", cell)
-    return jax.tree.map(np.asarray, (tower, nth, ref, time_scale))
+        ref = _reference(cell, ensemble, data, ts)
+    return jax.tree.map(np.asarray, (tower, nth, ref, time_scale)) + (None,)
+
+
+def _run_seed_batch_reduced(cell: Cell, data, seeds: list[int], ts, batch_size: int, stage, dtype):
+    """``hierarchy.basis: reduced`` (docs/theory.md §8): K2 of the batch, the
+    reference (whose residual seeds the basis), then each seed's reduced-basis
+    hierarchy (:func:`~nth_dynamics.engine.reduced.reduced_hierarchy`: the
+    basis is enlarged by the NTH's own residuals and its error estimated). The
+    seeds' bases differ in rank, so their hierarchies run one after another.
+    Returns what :func:`_run_seed_batch` does, with only K2 as the tower, and
+    the basis outputs of :func:`~nth_dynamics.pipeline.results.cell_dataset`."""
+    spec: CellSpec = cell.spec
+    network, hierarchy = spec.network, spec.hierarchy
+    with stage("data"):
+        ensemble = make_ensemble(
+            network.architecture, spec.data.d, network.width, network.depth,
+            network_keys(seeds), **network.options(), dtype=dtype,
+        )
+    with stage("tower"):
+        tower, _ = jax.block_until_ready(_initial_tower(ensemble, data.x_train, data.x_eval, 2, batch_size))
+    time_scale = _time_scale(tower[0], spec.time.unit, cell, seeds)
+    ts = jnp.asarray(time_scale, dtype)[:, None] * ts[None, :]
+    with stage("reference"):
+        ref = _reference(cell, ensemble, data, ts)
+    n = data.x_train.shape[0]
+    solves = []
+    with stage("NTH reduced"):
+        for i in range(len(seeds)):
+            model = jax.tree.map(lambda leaf: leaf[i] if eqx.is_array(leaf) else leaf, ensemble)
+            try:
+                solve = reduced_hierarchy(
+                    model, data.x_train, data.y_train, ts[i], hierarchy.orders, data.x_eval,
+                    reference=ref.f[i][:, :n] - data.y_train, reference_f=ref.f[i], tol=hierarchy.basis_tol,
+                    batch_size=batch_size, solver=hierarchy.solver, rtol=hierarchy.rtol, atol=hierarchy.atol,
+                    max_steps=hierarchy.max_steps,
+                )
+            except BasisError as error:
+                raise SolverError(f"cell {cell.id} ({cell.label()}), seed {seeds[i]}: {error}") from None
+            for p, trajectory in zip(solve.orders, solve.trajectories):
+                _check(trajectory, f"NTH p={p} (reduced basis, seed {seeds[i]})", cell)
+            solves.append(solve)
+    nth = [jax.tree.map(lambda *parts: np.stack(parts), *[s.trajectories[j] for s in solves])
+           for j in range(len(hierarchy.orders))]
+    reduced = {
+        "basis_rank": np.array([s.rank for s in solves]),
+        "basis_error": np.stack([np.asarray(s.basis_error) for s in solves]),
+        "basis_error_ratio": np.stack([np.asarray(s.basis_error_ratio) for s in solves]),
+        "projected_kernel_magnitude": np.stack(
+            [[float(np.abs(np.asarray(k)[:n]).max()) for k in s.tower] for s in solves]
+        ),
+    }
+    return jax.tree.map(np.asarray, (tower, nth, ref, time_scale)) + (reduced,)
+
+
+def _reference(cell: Cell, ensemble, data, ts):
+    """The reference training of the batch (gradient flow at the per-seed save
+    times ``ts``, or gradient descent), checked to have reached the last save."""
+    spec: CellSpec = cell.spec
+    reference = spec.reference
+    if reference.method == "gradient_descent":
+        steps, save_every = descent_steps(spec.time, reference)
+        ref = _gradient_descent_batch(ensemble, data.x_train, data.y_train, reference.lr, steps, save_every, data.x_eval)
+    else:
+        ref = _gradient_flow_batch(
+            ensemble, data.x_train, data.y_train, ts, data.x_eval,
+            reference.solver, reference.rtol, reference.atol, reference.max_steps,
+        )
+    ref = jax.block_until_ready(ref)
+    _check(ref, "reference", cell)
+    return ref
 
 
 def _time_scale(ntk0, unit: str, cell: Cell, seeds: Sequence[int]) -> np.ndarray:

@@ -26,6 +26,8 @@ from .schema import DataSpec, FileData, Hierarchy, Reference, Time
 LEFT_OUT_AT_DEFAULT: dict[tuple[str, str], Any] = {
     ("hierarchy", "on_failure"): "stop",
     ("time", "unit"): "t",
+    ("hierarchy", "basis"): "full",
+    ("hierarchy", "basis_tol"): 1e-12,
 }
 """(section, field) → the default that is left out of the id payload: fields
 added after results were written enter the id only when they change what a

@@ -18,8 +18,21 @@ SOLVER_STAGES = {"tsit5": 7, "dopri5": 7, "dopri8": 13, "heun": 2, "bosh3": 4, "
 """Vector-field evaluations kept per step (the memory of a Runge–Kutta step)."""
 IMPLICIT_SOLVERS = {"kvaerno5"}
 
+PLANNED_RANK = 32
+"""The basis rank k that ``hierarchy.basis: reduced`` is planned for before
+the POD has chosen it (the ranks measured at basis_tol 1e−12 were 12–21 for
+n = 24 and ~16 at n = 48: docs/theory.md §8); a cell records the k it used."""
+REDUCED_SOLVES = 3
+"""Solves of each order a reduced cell makes: on the seed basis, on the
+enlarged one, and (rarely) on a second enlargement."""
+
 
 def estimate_cell(cell: Cell) -> dict[str, Any]:
+    """:func:`estimate_spec` of the cell's spec."""
+    return estimate_spec(cell.spec)
+
+
+def estimate_spec(spec: CellSpec) -> dict[str, Any]:
     """Rough peak memory (bytes) and run time (seconds) of a cell, before
     allocating anything, and the direction chunk (``batch_size``) of its
     kernel tower.
@@ -33,7 +46,6 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
     plus, once, the process itself: the JAX runtime and the compilation of
     the tower (:func:`~nth_dynamics.engine.kernels.compile_bytes`).
     """
-    spec: CellSpec = cell.spec
     network, hierarchy, reference = spec.network, spec.hierarchy, spec.reference
     itemsize = 8 if spec.precision == "float64" else 4
     seeds = len(spec.seeds)
@@ -45,7 +57,8 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
     )
     activations = 2 * network.width * (network.depth + 1)
 
-    state = n_eval * sum(n ** (r - 1) for r in range(1, p_max))  # f, K2, …, K(p−1)
+    k = planned_rank(spec)
+    state = n_eval * (1 + sum(n * k ** (r - 2) for r in range(2, p_max)))  # f, K2, …, K(p−1) (K̂ when reduced)
     nth_solver = _solver_copies(hierarchy.solver, state) * itemsize
     if reference.method == "gradient_descent":
         ref_solver = 2 * n_trained * itemsize
@@ -66,7 +79,10 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
     rest = max(per_seed["nth_solver"], per_seed["reference"]) + per_seed["saved"] + per_seed["parameters"]
 
     def tower(batch: int) -> int:
-        return tower_bytes(n_eval, n, p_max, n_trained, activations=activations, batch_size=batch, itemsize=itemsize)
+        return tower_bytes(
+            n_eval, n, p_max, n_trained, activations=activations, batch_size=batch, itemsize=itemsize,
+            rank=None if hierarchy.basis == "full" else k,
+        )
 
     # Seeds run as one vmapped batch when they fit, else in equal batches (a
     # divisor of the seed count, so one compilation serves them all); within
@@ -93,6 +109,12 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
     }
 
 
+def planned_rank(spec: CellSpec) -> int:
+    """The trailing size of the tower a cell plans for: n (full), or the
+    planned basis rank (reduced; at most n)."""
+    return spec.n_train if spec.hierarchy.basis == "full" else min(spec.n_train, PLANNED_RANK)
+
+
 def _solver_copies(solver: str, state: int) -> int:
     copies = (SOLVER_STAGES.get(solver, 7) + 3) * state
     return copies + state**2 if solver in IMPLICIT_SOLVERS else copies
@@ -104,12 +126,16 @@ def _seconds(spec: CellSpec, n: int, n_eval: int, n_trained: int) -> float:
     seeds = len(spec.seeds)
     orders = spec.hierarchy.orders
     k2 = 6.0 * (n_eval + n) * n_trained  # one forward and backward pass per point
-    tower = sum(k2 * (2 * n) ** (r - 2) for r in range(2, max(orders) + 1))
-    state = n_eval * sum(n ** (r - 1) for r in range(1, max(orders) + 1))
-    nth = len(orders) * 100 * 7 * 2 * state * n
+    k = planned_rank(spec)
+    solves = 1 if spec.hierarchy.basis == "full" else REDUCED_SOLVES
+    tower = solves * sum(k2 * (2 * k) ** (r - 2) for r in range(2, max(orders) + 1))
+    state = n_eval * (1 + sum(n * k ** (r - 2) for r in range(2, max(orders) + 1)))
+    nth = solves * len(orders) * 100 * 7 * 2 * state * k
     reference = 100 * 7 * 6 * n * n_trained + spec.time.n_saves * k2
     flops = seeds * (tower + nth + reference)
-    return flops / FLOPS_PER_SECOND + COMPILE_SECONDS * (len(orders) + 2)
+    # a reduced cell compiles its tower and solves anew for each basis rank, seed by seed
+    compiles = len(orders) + 2 if spec.hierarchy.basis == "full" else 2 + seeds * solves * (len(orders) + 1)
+    return flops / FLOPS_PER_SECOND + COMPILE_SECONDS * compiles
 
 
 def check_budget(
@@ -131,11 +157,22 @@ def check_budget(
                 "parameters": "network.width, network.depth or the number of seeds",
                 "compilation": "hierarchy.orders (the tower to the largest order is compiled in the process)",
             }[largest]
+            reduced = _reduced_hint(cell.spec, budget)
             raise ScenarioError(
                 f"{scenario.source}: memory_budget_gb: cell {cell.id} ({cell.label()}, {len(cell.spec.seeds)} seeds) "
                 f"needs ≈ {estimate['bytes'] / 1e9:.3g} GB (mostly {largest}), above {share}; "
                 f"allowed: lower {lower}, or raise memory_budget_gb" + (", or use fewer workers" if workers > 1 else "")
+                + reduced
             )
 
 
-__all__ = ["check_budget", "estimate_cell"]
+def _reduced_hint(spec: CellSpec, budget: float) -> str:
+    """", or hierarchy.basis: reduced (≈ X GB)" when the reduced basis would make a refused full cell fit."""
+    if spec.hierarchy.basis == "reduced":
+        return ""
+    reduced = spec.model_copy(update={"hierarchy": spec.hierarchy.model_copy(update={"basis": "reduced"})})
+    need = estimate_spec(reduced)["bytes"]
+    return f", or hierarchy.basis: reduced (≈ {need / 1e9:.3g} GB at rank {planned_rank(reduced)})" if need <= budget else ""
+
+
+__all__ = ["PLANNED_RANK", "check_budget", "estimate_cell", "estimate_spec", "planned_rank"]

@@ -19,8 +19,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .._schema import ScenarioError
-from .schema import DATA_KINDS
 from ..theory.studies import STUDIES
+from .schema import DATA_KINDS
 
 VARIANTS: dict[str, tuple[str, str, dict[str, type[BaseModel]]]] = {
     "data": ("kind", "data kind", DATA_KINDS),

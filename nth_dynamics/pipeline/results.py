@@ -50,6 +50,16 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "ref_num_rejected_steps": ("rejected solver steps of the reference", "1"),
     "nth_failed": ("the NTH solve stopped before the last save time (outputs inf from there on)", "1"),
     "time_scale": ("gradient-flow time per unit of the time coordinate: n / lambda_min", "1"),
+    "basis_rank": ("rank k of the reduced basis V of the training residual (hierarchy.basis: reduced)", "1"),
+    "basis_error": (
+        "estimated error of the reduced basis: max |change of f_nth| when the basis is enlarged by the NTH's own residuals",
+        "1",
+    ),
+    "basis_error_ratio": ("basis_error / max over time of the truncation error E_p", "1"),
+    "projected_kernel_magnitude": (
+        "max |K(r)| at initialisation over the training rows, trailing indices from the third projected on the reduced basis",
+        "1",
+    ),
 }
 """Variable name → (CF long_name, CF units); "1" is dimensionless."""
 
@@ -90,6 +100,7 @@ def cell_dataset(
     save_kernels: bool,
     time_scale: np.ndarray | None = None,
     nth_failed: np.ndarray | None = None,
+    reduced: Mapping[str, np.ndarray] | None = None,
     attrs: Mapping[str, Any],
 ) -> xr.Dataset:
     """The Dataset of one cell, all seeds (dims seed, order, time, point,
@@ -103,11 +114,17 @@ def cell_dataset(
     of n/λ_min (``time.unit: n_over_lambda_min``), else None. ``nth_failed``
     (seed, order): which NTH solves stopped before the last save time
     (``hierarchy.on_failure: record``; their outputs are inf from there on),
-    else None (every solve succeeded).
+    else None (every solve succeeded). ``reduced``: with ``hierarchy.basis:
+    reduced``, ``basis_rank`` (seed,), ``basis_error`` and
+    ``basis_error_ratio`` (seed, order) and ``projected_kernel_magnitude``
+    (seed, rank: every rank to the largest order); ``tower0`` then holds K2
+    alone, and ``kernel_magnitude`` is NaN for r ≥ 3 (the full tensors were
+    never formed: the projected magnitudes never stand under their name).
     """
     n = y_train.shape[0]
     y = np.concatenate([y_train, y_test])
     train, test = slice(0, n), slice(n, None)
+    magnitudes = np.stack([np.abs(k[:, train]).reshape(len(seeds), -1).max(axis=1) for k in tower0], axis=1)
     difference = f_ref[:, None] - f_nth
     data_vars = {
         "f_nth": (("seed", "order", "time", "point"), f_nth),
@@ -117,10 +134,7 @@ def cell_dataset(
         "loss_ref": (("seed", "time"), _loss(f_ref[..., train], y_train)),
         "truncation_error": (("seed", "order", "time"), _rms(difference[..., train])),
         "test_error": (("seed", "order", "time"), _rms(difference[..., test])),
-        "kernel_magnitude": (
-            ("seed", "rank"),
-            np.stack([np.abs(k[:, train]).reshape(len(seeds), -1).max(axis=1) for k in tower0], axis=1),
-        ),
+        "kernel_magnitude": (("seed", "rank"), magnitudes),
         "lambda_min": (("seed",), np.asarray(lambda_min(tower0[0]))),
         "ntk_drift_nth": (("seed", "order", "time"), _drift(ntk_nth[..., train, :], axis_time=2)),
         "ntk_drift_ref": (("seed", "time"), _drift(ntk_ref[..., train, :], axis_time=1)),
@@ -131,6 +145,15 @@ def cell_dataset(
     }
     if nth_failed is not None:
         data_vars["nth_failed"] = (("seed", "order"), np.asarray(nth_failed, dtype=bool))
+    if reduced is not None:
+        projected = np.asarray(reduced["projected_kernel_magnitude"], dtype=np.float64)
+        data_vars["projected_kernel_magnitude"] = (("seed", "rank"), projected)
+        full = np.full_like(projected, np.nan)
+        full[:, : magnitudes.shape[1]] = magnitudes  # the unprojected kernels given: K2
+        data_vars["kernel_magnitude"] = (("seed", "rank"), full)
+        data_vars["basis_rank"] = (("seed",), np.asarray(reduced["basis_rank"], dtype=np.int64))
+        for name in ("basis_error", "basis_error_ratio"):
+            data_vars[name] = (("seed", "order"), np.asarray(reduced[name], dtype=np.float64))
     if time_scale is not None:
         data_vars["time_scale"] = (("seed",), np.asarray(time_scale, dtype=np.float64))
     if save_kernels:
@@ -143,7 +166,7 @@ def cell_dataset(
         "point": np.arange(y.shape[0]),
         "split": ("point", np.array(["train"] * n + ["test"] * y_test.shape[0], dtype="<U5")),
         "train_point": np.arange(n),
-        "rank": np.arange(2, 2 + len(tower0)),
+        "rank": np.arange(2, 2 + (len(tower0) if reduced is None else np.shape(reduced["projected_kernel_magnitude"])[1])),
     }
     return annotate(xr.Dataset(data_vars, coords=coords, attrs=dict(attrs)))
 

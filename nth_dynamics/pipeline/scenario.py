@@ -50,6 +50,7 @@ from pydantic import (
 from .._schema import ScenarioError, Section, Sweep
 from .._schema import fail as _fail
 from ..engine.networks import residual_scale
+from ..theory.studies import STUDIES, StudyError, StudySpec
 from .cells import Cell, CellSpec, NetworkSpec
 from .data_checks import check_digits as _check_digits
 from .data_checks import file_digest, resolve_file_data
@@ -69,7 +70,6 @@ from .schema import (
     Time,
     save_times,
 )
-from ..theory.studies import STUDIES, StudyError, StudySpec
 
 SWEEP_DIMS: dict[str, str] = {
     "architecture": "network.architecture",
@@ -311,6 +311,12 @@ def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:
             "n_over_lambda_min gives every seed its own gradient-flow time, which fixed descent steps cannot follow; "
             "allowed: 't' with gradient_descent, or reference.method gradient_flow",
         )
+    hierarchy = scn.hierarchy
+    if hierarchy.basis == "reduced" and hierarchy.on_failure == "record":
+        _fail(source, "hierarchy.on_failure", "got 'record', allowed: 'stop' with basis reduced (a reduced solve "
+              "that fails, or whose basis error is too large, stops the sweep)")
+    if hierarchy.basis == "full" and "basis_tol" in hierarchy.model_fields_set:
+        _fail(source, "hierarchy.basis_tol", "applies only to basis reduced; allowed: remove it, or basis: reduced")
     if time.t_min is not None:
         if time.spacing != "log":
             _fail(source, "time.t_min", "applies only to spacing log; allowed: remove it")

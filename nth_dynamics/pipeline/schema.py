@@ -154,6 +154,17 @@ class Hierarchy(Section):
     truncated dynamics stopped following training), and the reference and
     the other orders are unaffected. For sweeps into widths where a
     truncation is expected to break down."""
+    basis: Literal["full", "reduced"] = "full"
+    """``full``: the exact tower, K(r) of N_eval·n^(r−1) numbers. ``reduced``:
+    every kernel index from the third on projected on a basis V (n × k) of the
+    training residual's trajectory, K̂(r) of N_eval·n·k^(r−2) numbers
+    (docs/theory.md §8): the reference runs first and seeds V, which is then
+    enlarged by the NTH's own residuals; the change of f between the last two
+    bases is stored as ``basis_error``, and a cell whose estimate exceeds
+    1e−3 of E_p is refused rather than kept (exit 1). For large n."""
+    basis_tol: PositiveFloat = 1e-12
+    """``basis: reduced``: the POD keeps the directions whose singular values
+    exceed ``basis_tol`` × the largest."""
 
 
 class Reference(Section):
