@@ -91,12 +91,9 @@ def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, sta
     scale per seed) as numpy. The save times ``ts`` are multiplied by each
     seed's time scale (1, or n/λ_min(K2₀) for ``time.unit: n_over_lambda_min``)."""
     spec: CellSpec = cell.spec
-    network, hierarchy = spec.network, spec.hierarchy
+    hierarchy = spec.hierarchy
     with stage("data"):
-        ensemble = make_ensemble(
-            network.architecture, spec.data.d, network.width, network.depth,
-            network_keys(seeds), **network.options(), dtype=dtype,
-        )
+        ensemble = _ensemble(spec, seeds, dtype)
     x_eval = data.x_eval
     with stage("tower"):
         tower, f0 = jax.block_until_ready(
@@ -130,12 +127,9 @@ def _run_seed_batch_reduced(cell: Cell, data, seeds: list[int], ts, batch_size: 
     Returns what :func:`_run_seed_batch` does, with only K2 as the tower, and
     the basis outputs of :func:`~nth_dynamics.pipeline.results.cell_dataset`."""
     spec: CellSpec = cell.spec
-    network, hierarchy = spec.network, spec.hierarchy
+    hierarchy = spec.hierarchy
     with stage("data"):
-        ensemble = make_ensemble(
-            network.architecture, spec.data.d, network.width, network.depth,
-            network_keys(seeds), **network.options(), dtype=dtype,
-        )
+        ensemble = _ensemble(spec, seeds, dtype)
     with stage("tower"):
         tower, _ = jax.block_until_ready(_initial_tower(ensemble, data.x_train, data.x_eval, 2, batch_size))
     time_scale = _time_scale(tower[0], spec.time.unit, cell, seeds)
@@ -170,6 +164,15 @@ def _run_seed_batch_reduced(cell: Cell, data, seeds: list[int], ts, batch_size: 
         ),
     }
     return jax.tree.map(np.asarray, (tower, nth, ref, time_scale)) + (reduced,)
+
+
+def _ensemble(spec: CellSpec, seeds: list[int], dtype):
+    """The cell's network, one per seed, stacked on a leading axis."""
+    network = spec.network
+    return make_ensemble(
+        network.architecture, spec.data.d, network.width, network.depth, network_keys(seeds), **network.options(),
+        dtype=dtype,
+    )
 
 
 def _reference(cell: Cell, ensemble, data, ts):
