@@ -20,8 +20,10 @@ IMPLICIT_SOLVERS = {"kvaerno5"}
 
 PLANNED_RANK = 32
 """The basis rank k that ``hierarchy.basis: reduced`` is planned for before
-the POD has chosen it (the ranks measured at basis_tol 1e−12 were 12–21 for
-n = 24 and ~16 at n = 48: docs/theory.md §8); a cell records the k it used."""
+the POD has chosen it: the enlarged ranks measured at basis_tol 1e−12 were
+12–21 (tanh FFNet, n = 24, t1 = 10) and 13–15 (ResNet, n = 64–256, t1 = 4),
+not growing with n (benchmarks/reduced.py); 32 leaves room. A cell records
+the k it used (``basis_rank``)."""
 REDUCED_SOLVES = 3
 """Solves of each order a reduced cell makes: on the seed basis, on the
 enlarged one, and (rarely) on a second enlargement."""
