@@ -17,6 +17,7 @@ from scipy import integrate
 
 from nth_dynamics.engine import networks
 from nth_dynamics.theory import limits
+from nth_dynamics.theory.limits import recursion
 
 
 def kappa0(rho):
@@ -244,8 +245,8 @@ def test_smooth_kernels_are_symmetric_positive_semidefinite_and_match_their_prof
 
 def test_one_compilation_serves_every_depth(monkeypatch):
     traces = []
-    original = limits._propagate
-    monkeypatch.setattr(limits, "_propagate", lambda *args: traces.append(1) or original(*args))
+    original = recursion._propagate  # where the layer loop lives (limits/recursion.py)
+    monkeypatch.setattr(recursion, "_propagate", lambda *args: traces.append(1) or original(*args))
     x = np.random.default_rng(5).normal(size=(7, 2))  # a shape no other test compiles
     limits.ntk(x, None, "ffnet", 2, activation="relu")
     first = len(traces)

@@ -26,7 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from .basis import check_basis
 from .kernels import MAX_ORDER, Tower
@@ -175,10 +175,10 @@ def integrate(vector_field, y0, args, ts, save, solver, rtol, atol, max_steps, n
 
 
 def closed_form_p2(
-    ntk: Float[Array, "n_eval n"],
-    f0: Float[Array, " n_eval"],
-    y_train: Float[Array, " n"],
-    ts: Float[Array, " time"],
+    ntk: Float[ArrayLike, "n_eval n"],
+    f0: Float[ArrayLike, " n_eval"],
+    y_train: Float[ArrayLike, " n"],
+    ts: Float[ArrayLike, " time"],
 ) -> Float[Array, "time n_eval"]:
     """Outputs of the frozen-NTK (p = 2) dynamics in closed form (docs/theory.md §3):
 
