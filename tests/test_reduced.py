@@ -157,7 +157,7 @@ def test_residual_basis_keeps_the_modes_above_tol():
         (jnp.zeros((5, 0)), "shape"),
     ],
 )
-def test_a_bad_basis_is_a_clear_error(basis, message, softplus_net, small_problem):
+def test_a_bad_basis_is_a_clear_error(basis, message, softplus_net, small_problem, without_shape_checks):
     x_train, y_train, x_eval = small_problem
     with pytest.raises(ValueError, match=message):
         nd.kernel_tower(softplus_net, x_train, 3, x_eval, basis=basis)
