@@ -68,12 +68,18 @@ def test_projected_tower_is_the_full_tower_contracted_with_the_basis(name, basis
         assert relative_error(reduced, contract_trailing(kernel, basis3)) <= 1e-10
 
 
-def test_projected_chunks_do_not_change_the_tower(basis3, small_problem):
+@pytest.mark.parametrize("generic", [False, True])
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_projected_chunks_do_not_change_the_tower(basis3, small_problem, batch_size, generic):
+    """Chunks of 1 divide k = 3; chunks of 2 do not, and the last is padded
+    with a zero direction that must not leak into the tower."""
     x_train, _, x_eval = small_problem
     model = nd.ResNet(3, 12, 2, key=jax.random.key(2))
-    whole = nd.kernel_tower(model, x_train, 4, x_eval, basis=basis3)
-    chunked = nd.kernel_tower(model, x_train, 4, x_eval, basis=basis3, batch_size=1)
+    spec = model.trained_filter() if generic else None
+    whole = nd.kernel_tower(model, x_train, 4, x_eval, basis=basis3, filter_spec=spec)
+    chunked = nd.kernel_tower(model, x_train, 4, x_eval, basis=basis3, batch_size=batch_size, filter_spec=spec)
     for a, b in zip(chunked, whole):
+        assert a.shape == b.shape
         assert relative_error(a, b) <= 1e-12
 
 

@@ -78,7 +78,9 @@ def kernel_tower(
             once. ``n`` vectorises every level (fastest while it fits);
             smaller values loop over chunks with ``lax.map`` and bound the
             parameter-sized tangents alive at once; rounded down to a
-            divisor of n (:func:`direction_chunk`). Default: the largest
+            divisor of n (:func:`direction_chunk`) for the directions g_b;
+            the k combined directions of a projected level run in chunks
+            of min(batch_size, k), the last one padded. Default: the largest
             such chunk whose :func:`tower_bytes` estimate fits ``memory_budget``.
         memory_budget: bytes the default ``batch_size`` may plan for (one
             model; divide by the ensemble size when vmapping over seeds).
@@ -101,8 +103,9 @@ def kernel_tower(
         batch_size = default_batch_size(model, filter_spec, x_eval.shape[0], n, order, memory_budget, rank=rank)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    # chunks of the n directions g_b and of the k combined directions G_j
-    chunks = (direction_chunk(n, batch_size), None if rank is None else direction_chunk(rank, batch_size))
+    # chunks of the n directions g_b (a divisor of n) and of the k combined
+    # directions G_j (any size: _chunked pads them with zero directions)
+    chunks = (direction_chunk(n, batch_size), None if rank is None else min(batch_size, rank))
     if structured_path(model, filter_spec):
         return _structured_tower(model, x_train, None if x_eval is x_train else x_eval, order, chunks, basis)
     params, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
@@ -118,12 +121,23 @@ def structured_path(model: eqx.Module, filter_spec: PyTree | None) -> bool:
 
 
 def _chunked(along: Callable, directions, batch_size: int) -> Array:
-    """``along`` over the leading axis of ``directions``, vectorised or in
-    ``lax.map`` chunks, stacked with the direction axis moved last."""
-    if batch_size >= directions.shape[0]:
+    """``along`` over the leading axis of ``directions`` (the weights of the
+    combined directions G_j), vectorised or in ``lax.map`` chunks, stacked
+    with the direction axis moved last.
+
+    ``along`` is linear in its direction, so a zero row gives a zero result:
+    the rows are padded with zeros to a multiple of ``batch_size`` and the
+    padding is dropped afterwards. Rounding the chunk down to a divisor of k
+    instead (as the n directions are, :func:`direction_chunk`) would run a
+    prime k one direction at a time: measured at n = 128, k = 13, where the
+    memory plan allowed chunks of 4, that was the whole projected tower."""
+    k = directions.shape[0]
+    if batch_size >= k:
         stacked = jax.vmap(along)(directions)
     else:
-        stacked = jax.lax.map(along, directions, batch_size=batch_size)
+        padding = -k % batch_size  # a remainder would be a second, separately vmapped program (direction_chunk)
+        padded = jnp.concatenate([directions, jnp.zeros((padding,) + directions.shape[1:], directions.dtype)])
+        stacked = jax.lax.map(along, padded, batch_size=batch_size)[:k]
     return jnp.moveaxis(stacked, 0, -1)
 
 

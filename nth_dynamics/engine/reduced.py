@@ -47,9 +47,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
-from .basis import enlarge_basis, residual_basis
+from .basis import basis_rank, enlarge_basis, residual_basis
 from .hierarchy import Trajectory, closed_form_p2, solve_nth
-from .kernels import Tower, kernel_tower
+from .kernels import Tower, default_batch_size, kernel_tower
 
 DENSE_SAVES = 64
 """Uniform times in [0, t1] at which every trajectory is sampled for its POD,
@@ -128,7 +128,9 @@ def reduced_hierarchy(
         reference_f: the reference outputs on the evaluation points at ``ts``
             (time, N_eval); when given, the error ratio is relative to E_p.
         tol: POD truncation (:func:`~nth_dynamics.residual_basis`) for the
-            seed and for every enlargement.
+            seed and for every enlargement; each rank is then rounded up to
+            a whole number of the tower's direction chunks (the extra POD
+            directions cost no time and only add accuracy).
         accuracy: largest ``basis_error_ratio`` accepted; None accepts any
             (the estimate is still reported).
         max_enlargements: enlargements beyond the first while the estimate
@@ -150,8 +152,23 @@ def reduced_hierarchy(
     (ntk0,) = kernel_tower(model, x_train, 2, x_eval, **tower_options)
     p2 = closed_form_p2(ntk0, f0, y_train, grid)
     seed = p2[:, :n] - y_train if reference is None else jnp.asarray(reference)
-    basis = residual_basis(seed, tol)
+    def chunk_rank(k: int) -> int:
+        """k rounded up to a whole number of the tower's direction chunks: the
+        last chunk would otherwise be padded with zero directions
+        (kernels._chunked), so these extra POD directions cost no time."""
+        chunk = batch_size or default_batch_size(model, filter_spec, x_eval.shape[0], n, order, rank=k)
+        chunk = min(chunk, k)
+        return min(n, -(-k // chunk) * chunk)
+
+    basis = residual_basis(seed, rank=chunk_rank(basis_rank(seed, tol)))
     seed_rank = basis.shape[1]
+
+    def enlarge(basis, residuals):
+        enlarged = enlarge_basis(basis, residuals, tol)
+        rounded = chunk_rank(enlarged.shape[1])
+        if rounded > enlarged.shape[1]:
+            enlarged = enlarge_basis(basis, residuals, extra=rounded - basis.shape[1])
+        return enlarged
 
     def solve_all(basis):
         tower = kernel_tower(model, x_train, order, x_eval, basis=basis, **tower_options)
@@ -160,7 +177,7 @@ def reduced_hierarchy(
     tower, solutions = solve_all(basis)
     for attempt in range(max_enlargements + 1):
         own = [s.f[:, :n] - y_train for p, s in zip(orders, solutions) if p > 2]
-        enlarged = enlarge_basis(basis, jnp.concatenate(own or [seed]), tol)
+        enlarged = enlarge(basis, jnp.concatenate(own or [seed]))
         new_tower, new_solutions = solve_all(enlarged)
         error = jnp.stack([jnp.max(jnp.abs(a.f - b.f)) for a, b in zip(new_solutions, solutions)])
         basis, tower, solutions = enlarged, new_tower, new_solutions
