@@ -43,9 +43,15 @@ def _sorted(values: tuple) -> tuple:
     return tuple(sorted(values))
 
 
+ALL_GROUPS = tuple(sorted(PARAMETER_GROUPS))
+"""``trained: all`` as it is stored (groups sorted, like every list of
+groups): also the default, which pydantic does not validate, so that the
+default and an explicit ``all`` give one cell id."""
+
+
 def _trained_groups(value: Any) -> Any:
     if value == "all":
-        return PARAMETER_GROUPS
+        return ALL_GROUPS
     return _as_tuple(value)
 
 

@@ -68,6 +68,16 @@ def test_cell_ids_are_stable_and_depend_only_on_what_the_cell_computes():
     assert ids != [cell.id for cell in scenario(text + "\ntime: {t1: 2.0}").cells()]
 
 
+def test_the_default_trained_groups_and_an_explicit_all_are_one_cell():
+    """pydantic does not validate defaults: the default must already be in the
+    stored (sorted) form of ``trained: all``, or a cache misses its own cells."""
+    text = "network: {width: 8}"
+    default = [cell.id for cell in scenario(text).cells()]
+    for trained in ("all", "[input, hidden, readout]", "[readout, input, hidden]"):
+        assert [cell.id for cell in scenario(f"network: {{width: 8, trained: {trained}}}").cells()] == default
+    assert [cell.id for cell in scenario("network: {width: 8, trained: hidden}").cells()] != default
+
+
 def test_ffnet_cells_do_not_depend_on_the_resnet_scale():
     scn = scenario("network: {architecture: [ffnet, resnet], gamma: [0.5, 1.0], width: 8, depth: 4}")
     cells = scn.cells()

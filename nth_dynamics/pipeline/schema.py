@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from .._schema import (
+    ALL_GROUPS,
     Activation,
     Group,
     Section,
@@ -36,7 +37,7 @@ from .._schema import (
 )
 from ..engine.hierarchy import SOLVERS
 from ..engine.kernels import MAX_ORDER
-from ..engine.networks import BRANCHES, PARAMETER_GROUPS, READOUTS
+from ..engine.networks import BRANCHES, READOUTS
 
 
 def _order_in_range(order: int) -> int:
@@ -134,7 +135,7 @@ class Network(Section):
     readout: Literal[READOUTS] = "activation"  # type: ignore[valid-type]
     trained: Annotated[
         tuple[Group, ...], BeforeValidator(_trained_groups), AfterValidator(_distinct), AfterValidator(_sorted)
-    ] = PARAMETER_GROUPS
+    ] = ALL_GROUPS
 
 
 class Hierarchy(Section):

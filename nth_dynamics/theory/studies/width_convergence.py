@@ -21,8 +21,8 @@ from pydantic import (
 )
 
 from ..._fits import fit_line
-from ..._schema import Activation, Group, Values, _distinct, _sorted, _trained_groups
-from ...engine.networks import BRANCHES, PARAMETER_GROUPS, READOUTS, parameter_counts
+from ..._schema import ALL_GROUPS, Activation, Group, Values, _distinct, _sorted, _trained_groups
+from ...engine.networks import BRANCHES, READOUTS, parameter_counts
 from .. import limits
 from .base import AbstractStudy, Estimate, StudyError
 from .common import (
@@ -73,7 +73,7 @@ class WidthConvergenceStudy(AbstractStudy):
     readout: Literal[READOUTS] = "activation"  # type: ignore[valid-type]
     trained: Annotated[
         tuple[Group, ...], BeforeValidator(_trained_groups), AfterValidator(_distinct), AfterValidator(_sorted)
-    ] = PARAMETER_GROUPS
+    ] = ALL_GROUPS
     alpha: PositiveFloat | None = None
     """resnet: block scale α (give alpha or gamma)."""
     gamma: NonNegativeFloat | None = None
