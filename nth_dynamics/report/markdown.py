@@ -293,7 +293,7 @@ def _range_cells(fits, prefix: str, at, order: int) -> list[str]:
     """The range an exponent was fitted over, its decades, and whether the
     issue's targets are met (decades and interval half-width)."""
     decades = float(select(fits[f"{prefix}_decades"], at))
-    if not np.isfinite(decades):
+    if not np.isfinite(decades * float(select(fits[prefix], at))):  # no fit: fewer than two values
         return ["—", "—"]
     lo, hi = float(select(fits[f"{prefix}_range_min"], at)), float(select(fits[f"{prefix}_range_max"], at))
     half = 0.5 * (float(select(fits[f"{prefix}_high"], at)) - float(select(fits[f"{prefix}_low"], at)))
@@ -311,7 +311,7 @@ def _depth_exponent_section(fits) -> list[str]:
         for order in fits["order"].values.tolist():
             at = {**selection, "order": order}
             decades = float(select(fits["depth_exponent_decades"], at))
-            fitted = "—" if not np.isfinite(decades) else (
+            fitted = "—" if not np.isfinite(decades * float(select(exponent, at))) else (
                 f"{float(select(fits['depth_exponent_range_min'], at)):g}–"
                 f"{float(select(fits['depth_exponent_range_max'], at)):g} ({decades:.2f})")
             rows.append([series_label(selection), str(order), *_exponent_cells(fits, "depth_exponent", at), fitted])
