@@ -102,6 +102,17 @@ def test_the_law_predicts_inside_its_range_and_refuses_outside(widths):
         law.predict(n=16, depth=8, order=2)
     with pytest.raises(ValueError, match="no law"):
         law.predict(n=16, depth=8, architecture="mlp", order=2)
+    assert law.predict(n=16, depth=8, architecture="ffnet", order=2, tolerance=TOLERANCE).width > 0
+    with pytest.raises(ValueError, match="fitted at tolerance 0.01, not 0.001"):
+        law.predict(n=16, depth=8, architecture="ffnet", order=2, tolerance=1e-3)
+
+
+def test_one_seed_gives_widths_and_a_law_without_intervals():
+    widths = rw.required_width(synthetic(seeds=1, n=(4, 16, 64), depths=(2, 8)), TOLERANCE, order=2)
+    assert np.isfinite(widths.required_width).any() and np.isnan(widths.required_width_low).all()
+    assert np.isnan(rw.width_exponent(widths).exponent_low).all()
+    prediction = rw.WidthLaw.fit(widths).predict(n=16, depth=8, architecture="resnet", order=2)
+    assert np.isfinite(prediction.width) and np.isnan(prediction.low)
 
 
 def test_analyse_and_required_width_are_one_computation():

@@ -224,6 +224,7 @@ class WidthLaw:
         log_draws = np.where(valid, np.log(draws.values), 0.0)
         boot = fit_line(x, log_draws, valid)
         complete = valid.sum(axis=-1) == np.isfinite(central.values).sum(axis=-1)
+        complete = complete & (widths.attrs.get("seeds", 2) > 1)  # one seed: no interval
         template = draws.isel(n_train=0, drop=True)
         laws = fit[["exponent", "intercept", "range_min", "range_max"]].assign(
             boot_exponent=template.copy(data=np.where(complete, boot.slope, np.nan)),
@@ -232,16 +233,27 @@ class WidthLaw:
         laws.attrs = {**fit.attrs, "confidence": fit.attrs["confidence"]}
         return cls(laws, widths["tolerance"])
 
-    def predict(self, n: float, depth: float | None = None, **selection: Any) -> Prediction:
-        """The width the law needs at ``n`` training points and ``depth``, with
-        its bootstrap interval. ``selection``: the other series coordinates
-        (``architecture="resnet"``, ``order=2``) where they are swept.
+    def predict(
+        self, n: float, depth: float | None = None, *, tolerance: float | None = None, **selection: Any
+    ) -> Prediction:
+        """The width the law needs for max_t E_p ≤ its tolerance at ``n``
+        training points and ``depth``, with its bootstrap interval (NaN with
+        one seed). ``selection``: the other series coordinates
+        (``architecture="resnet"``, ``order=2``) where they are swept;
+        ``tolerance``: checked against the one the law was fitted at.
 
         Raises:
-            ValueError: a swept coordinate is missing or unknown, or (n, depth)
-                lies outside the range the law was fitted on.
+            ValueError: a swept coordinate is missing or unknown, ``tolerance``
+                is not the law's, or (n, depth) lies outside the range the law
+                was fitted on.
         """
         laws = self.laws
+        if tolerance is not None:
+            fitted = self.tolerance.sel({k: v for k, v in selection.items() if k in self.tolerance.dims})
+            if fitted.size != 1 or not np.isclose(float(fitted), tolerance, rtol=1e-9, atol=0.0):
+                values = ", ".join(f"{v:g}" for v in np.unique(fitted.values))
+                raise ValueError(f"WidthLaw.predict: fitted at tolerance {values}, not {tolerance:g}; "
+                                 "refit on required_width(ds, tolerance=…)")
         for dim in [d for d in laws["exponent"].dims if d != "depth"]:
             if dim not in selection:
                 values = ", ".join(str(v) for v in laws[dim].values.tolist())
