@@ -200,9 +200,10 @@ class Prediction(NamedTuple):
 class WidthLaw:
     """The fitted law of the required width: at each swept depth L, the power
     law m*(n) = exp(intercept) · n^exponent fitted over the n where m* is
-    bracketed (:func:`width_exponent`); between two swept depths, log m* is
-    interpolated linearly in log L between their laws (an approximation: it
-    assumes no structure in depth finer than the sweep). Build it with
+    bracketed (:func:`width_exponent`); between two depths that have a law,
+    log m* is interpolated linearly in log L between their laws (an
+    approximation: it assumes no structure in depth finer than the sweep;
+    a depth without a law — fewer than two bracketed n — is skipped). Build it with
     :meth:`fit`; :meth:`predict` refuses (n, L) outside the fitted range.
 
     ``laws`` holds, per series (architecture, order, …) and depth,
