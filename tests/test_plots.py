@@ -64,7 +64,8 @@ def test_the_analysis_is_saved_with_the_report(quickstart_report):
 
 def test_resnet_against_ffnet_over_n_and_figures_without_data_skipped(tmp_path, monkeypatch):
     """A sweep over architecture and n_train: the tolerance widths and their
-    exponent in n; no test points: no test-error figure."""
+    exponent in n, drawn against n (not as an error ratio); no test points:
+    no test-error figure; depth not swept: no figure against depth."""
     monkeypatch.setattr(plots, "FORMATS", ("png",))
     ds = synthetic_result(grid={"architecture": ["ffnet", "resnet"], "n_train": [4, 16]}, n_power=1.0,
                           orders=(2, 4), widths=(64, 256, 1024, 4096), seeds=3, times=(0.0, 0.1, 1.0), noise=0.1)
@@ -72,7 +73,8 @@ def test_resnet_against_ffnet_over_n_and_figures_without_data_skipped(tmp_path, 
     result = write_dataset(ds, tmp_path / "sweep.nc")
     written = plots.write_report(result, tmp_path / "report")
     names = {path.name for path in written}
-    assert "resnet_vs_ffnet.png" in names and "test_error_vs_width.png" not in names
+    assert "required_width_vs_n.png" in names and "test_error_vs_width.png" not in names
+    assert "resnet_vs_ffnet.png" not in names and "required_width_vs_depth.png" not in names
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Width at which max_t E_p falls to a tolerance" in report
     assert "| architecture=resnet | 2 |" in report

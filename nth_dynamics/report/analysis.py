@@ -16,8 +16,10 @@ supports::
     fits.kernel_magnitude_slope                              # per rank r
 
 The fits themselves are in :mod:`nth_dynamics.report.power_law` (seed
-bootstrap, agreement with a prediction) and the tolerance widths in
-:mod:`nth_dynamics.report.tolerance`; their public names are re-exported here.
+bootstrap, agreement with a prediction), the tolerance widths in
+:mod:`nth_dynamics.report.tolerance`, and the width a network needs against
+n and depth, with its fitted law, in :mod:`nth_dynamics.report.required_width`;
+their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -39,6 +41,15 @@ from .power_law import (
     fit_power_law,
     resample_counts,
 )
+from .required_width import (
+    Prediction,
+    WidthLaw,
+    required_width,
+    required_width_fits,
+    width_exponent,
+    width_law,
+)
+from .required_width import _tolerance as required_width_tolerance
 from .tolerance import default_tolerance, tolerance_widths, width_at_tolerance
 
 WIDE_FROM = 256
@@ -168,9 +179,11 @@ def analyse(
     ``<name>_time_exponent``, ``_time_exponent_low``, ``_time_exponent_high``,
     ``_fit_min_time``, ``_fit_max_time``, ``_time_fit_points``,
     ``_predicted_time_exponent`` (p for E_p, 1 for drift). With an
-    ``n_train`` dim and two widths or more: :func:`tolerance_widths` of
+    ``n_train`` or ``depth`` dim and two widths or more: :func:`tolerance_widths` of
     ``max_t E_p(t)`` with ``tolerances`` (order → tolerance; default
-    :func:`default_tolerance`, the level most series cross). Errors and drifts at or below
+    :func:`default_tolerance`, the level most series cross), and the
+    exponents of those widths in n and depth (:func:`required_width_fits`:
+    ``n_exponent_decades``, ``depth_exponent``, … ). Errors and drifts at or below
     :func:`error_floor` are left out of every fit.
     """
     floor = error_floor(ds)
@@ -196,17 +209,19 @@ def analyse(
             fit["predicted_time_exponent"] = predicted.assign_attrs(long_name="predicted exponent of t at small t",
                                                                     units="1")
             parts.append(fit.rename({name: f"{quantity.name}_{name}" for name in fit.data_vars}))
-    if "n_train" in ds.dims and ds.sizes["width"] > 1 and "truncation_error" in ds:
+    swept = [dim for dim in ("n_train", "depth") if ds.sizes.get(dim, 1) > 1]
+    if swept and ds.sizes["width"] > 1 and "truncation_error" in ds:
         worst = ds["truncation_error"].max("time").assign_attrs(long_name="max over t of E_p")
-        if tolerances is None:
-            tolerance = default_tolerance(worst)
-        else:
-            missing = sorted(set(int(p) for p in ds["order"].values) - set(int(p) for p in tolerances))
-            if missing:
-                raise ValueError(f"tolerances: no tolerance for order(s) {missing}")
-            values = [float(tolerances[int(p)]) for p in ds["order"].values]
-            tolerance = xr.DataArray(values, coords={"order": ds["order"]})
+        if tolerances is not None and not isinstance(tolerances, Mapping):
+            raise ValueError("tolerances: a mapping order → tolerance")
+        tolerance = required_width_tolerance(worst, tolerances)
         parts.append(tolerance_widths(worst, tolerance, **options))
+        # the exponents of the same widths in n and depth, with the decades
+        # fitted over (required_width: the same crossings, the same draws)
+        widths = required_width(ds, tolerance, **options)
+        exponents = required_width_fits(ds, widths)
+        parts.append(exponents[[name for name in exponents.data_vars if "exponent" in name
+                                and name not in parts[-1]]])
     result = xr.merge(parts, compat="override", combine_attrs="drop") if parts else xr.Dataset()
     result.attrs = {
         "title": f"scaling-law fits of: {ds.attrs.get('title', 'a result')}",
@@ -235,7 +250,9 @@ def quantity_fits(fits: xr.Dataset, name: str) -> xr.Dataset:
 
 __all__ = [
     "QUANTITIES",
+    "Prediction",
     "Quantity",
+    "WidthLaw",
     "agrees",
     "analyse",
     "decades",
@@ -247,8 +264,12 @@ __all__ = [
     "predicted_error_slope",
     "predicted_kernel_slope",
     "quantity_fits",
+    "required_width",
+    "required_width_fits",
     "resample_counts",
     "tolerance_widths",
     "truncation_error",
     "width_at_tolerance",
+    "width_exponent",
+    "width_law",
 ]

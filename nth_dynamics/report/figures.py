@@ -10,8 +10,11 @@ Agg canvas (no pyplot), or None when the Dataset has no data for it;
 - ``error_vs_time``: E_p against t, log-log, with the t^p growth at small t;
 - ``kernel_magnitude_vs_width``: max|K(r)₀| per rank r;
 - ``ntk_drift_vs_width``: ‖K2_t − K2₀‖∞ at the last save time, reference and NTH;
-- ``resnet_vs_ffnet`` (architecture swept): the width a tolerance needs
-  against n (with n_train swept), else the FFNet/ResNet error ratio.
+- ``resnet_vs_ffnet`` (architecture swept, n_train not): the FFNet/ResNet
+  error ratio against width;
+- ``required_width_vs_n``, ``required_width_vs_depth`` (n_train, depth
+  swept): the width a tolerance of max_t E_p needs, with bootstrap intervals
+  and the fitted exponents (:mod:`nth_dynamics.report.required_width`).
 
 Every other swept dimension (depth, n_train, …) becomes rows of panels or
 separate lines.
@@ -290,57 +293,14 @@ def ntk_drift_vs_width(ds: xr.Dataset, fits: xr.Dataset):
 
 
 def resnet_vs_ffnet(ds: xr.Dataset, fits: xr.Dataset):
-    """With n_train swept: the width at which max_t E_p falls to the tolerance
-    against n, per architecture and the other swept dims, with the fitted
-    exponents. Otherwise the ratio E_p(FFNet)/E_p(ResNet) at t1 against width."""
-    if "architecture" not in ds.dims or ds.sizes["architecture"] < 2:
+    """The ratio E_p(FFNet)/E_p(ResNet) at t1 against width, per the other
+    swept dims. With n_train swept the comparison is the width needed
+    against n instead (:func:`required_width_vs_n`): None."""
+    if "architecture" not in ds.dims or ds.sizes["architecture"] < 2 or ds.sizes.get("n_train", 1) > 1:
         return None
     orders = ds["order"].values.tolist()
     others = [d for d in FACET_DIMS if d in ds.dims and d not in ("architecture", "n_train")]
     figure, axes = _panels(1, len(orders))
-    if "width_at_tolerance" in fits and "n_train" in fits.dims:
-        n = fits["n_train"].values
-        for j, order in enumerate(orders):
-            ax = axes[0, j]
-            lines = selections(ds, ["architecture", *others])
-            for k, line in enumerate(lines):
-                selection = {**line, "order": order}
-                width = select(fits["width_at_tolerance"], selection)
-                low = select(fits["width_at_tolerance_low"], selection).values
-                high = select(fits["width_at_tolerance_high"], selection).values
-                error = np.array([width.values - low, high - width.values])
-                error = np.where(np.isfinite(error) & (error >= 0), error, 0.0)
-                fitted = "n_exponent_fit" in fits
-                key = "n_exponent_fit" if fitted else "n_exponent"
-                exponent = float(select(fits[key], selection)) if key in fits else np.nan
-                style = "-" if line.get("architecture") == "resnet" else "--"
-                label = series_label(line) + (f": n^{exponent:.2f}" if np.isfinite(exponent) else "")
-                color = f"C{k % 10}"
-                # markers: interpolated between swept widths; line: from the fitted power law
-                ax.errorbar(n, width.values, yerr=error, fmt="o" + ("" if fitted else style), ms=4, capsize=2,
-                            color=color, label=None if fitted else label)
-                if fitted:
-                    ax.plot(n, select(fits["width_at_tolerance_fit"], selection).values, style, color=color,
-                            label=label)
-            finite = fits["width_at_tolerance_fit" if "width_at_tolerance_fit" in fits
-                          else "width_at_tolerance"].sel(order=order).values
-            finite = finite[np.isfinite(finite)]
-            if finite.size:
-                anchor = np.exp(np.log(finite).mean())
-                centre = np.exp(np.log(n).mean())
-                for power, ls in ((3, ":"), (4, "-.")):
-                    ax.plot(n, anchor * (n / centre) ** power, color="0.5", ls=ls, lw=1, label=f"∝ n^{power}")
-            tolerance = float(fits["tolerance"].sel(order=order).max())
-            if _log_axes(ax, "training points n", f"width at max_t E_{order} = {tolerance:.0e}", ticks=n):
-                ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-            ax.set_title(f"p = {order}", fontsize=9)
-        # room on the right for the legends: one per panel, beside it
-        width, height = figure.get_size_inches()
-        figure.set_size_inches(width * 1.6, height)
-        figure.subplots_adjust(left=1.0 / (1.6 * width), right=1 - 2.4 / (1.6 * width), wspace=1.2)
-        figure.suptitle("Width needed for a tolerance of max_t E_p against n\n(ResNet solid, FFNet dashed; "
-                        "lines: fitted power law, markers: interpolated)", fontsize=9)
-        return figure
     mean = geometric_mean(ds["truncation_error"].isel(time=-1))
     if not {"ffnet", "resnet"} <= set(ds["architecture"].values.tolist()):
         return None
@@ -358,6 +318,95 @@ def resnet_vs_ffnet(ds: xr.Dataset, fits: xr.Dataset):
     return figure
 
 
+def _required_width_panels(ds: xr.Dataset, fits: xr.Dataset, dim: str, lines_over: Sequence[str], title: str):
+    """Required width (``width_at_tolerance``, markers with the bootstrap
+    interval) against ``dim`` (log-log), one panel per order, one line per
+    combination of ``lines_over`` (colour) and architecture (solid ResNet,
+    dashed FFNet), with the fitted power law over the values it was fitted
+    on (``<prefix>_exponent…`` of :func:`nth_dynamics.analysis.required_width_fits`)
+    and n³, n⁴ guides for n."""
+    prefix = {"n_train": "n_exponent", "depth": "depth_exponent"}[dim]
+    if (ds.sizes.get(dim, 1) < 2 or "width_at_tolerance" not in fits or f"{prefix}_intercept" not in fits
+            or not any_finite(fits["width_at_tolerance"])):
+        return None
+    orders = ds["order"].values.tolist()
+    x = fits[dim].values.astype(float)
+    figure, axes = _panels(1, len(orders))
+    colored = selections(ds, [d for d in lines_over if d != dim])
+    architectures = selections(ds, _line_dims(ds)) or [{}]
+    from matplotlib import colormaps
+
+    palette = colormaps["viridis"](np.linspace(0, 0.85, max(len(colored), 1)))
+    for j, order in enumerate(orders):
+        ax = axes[0, j]
+        for k, group in enumerate(colored or [{}]):
+            for architecture in architectures:
+                selection = {**group, **architecture, "order": order}
+                width = select(fits["width_at_tolerance"], selection)
+                low = select(fits["width_at_tolerance_low"], selection).values
+                high = select(fits["width_at_tolerance_high"], selection).values
+                with np.errstate(invalid="ignore"):
+                    bars = np.array([width.values - low, high - width.values])
+                bars = np.where(np.isfinite(bars) & (bars >= 0), bars, 0.0)
+                style = "--" if architecture.get("architecture") == "ffnet" else "-"
+                marker = "s" if architecture.get("architecture") == "ffnet" else "o"
+                color = palette[k] if colored else _color(architecture, 0)
+                exponent = float(select(fits[prefix], selection))
+                label = series_label({**architecture, **group}) or "required width"
+                if np.isfinite(exponent):
+                    e_low, e_high = (float(select(fits[f"{prefix}_{end}"], selection)) for end in ("low", "high"))
+                    label += f": {exponent:.2f}" + (f" [{e_low:.2f}, {e_high:.2f}]" if np.isfinite(e_low) else "")
+                ax.errorbar(x, width.values, yerr=bars, fmt=marker, ms=4, capsize=2, color=color, label=label,
+                            mfc="none" if marker == "s" else color)
+                if np.isfinite(exponent):
+                    lo = float(select(fits[f"{prefix}_range_min"], selection))
+                    hi = float(select(fits[f"{prefix}_range_max"], selection))
+                    grid = np.geomspace(lo, hi, 20)
+                    intercept = float(select(fits[f"{prefix}_intercept"], selection))
+                    ax.plot(grid, np.exp(intercept + exponent * np.log(grid)), style, color=color, lw=1.2)
+        finite = select(fits["width_at_tolerance"], {"order": order}).values
+        finite = finite[np.isfinite(finite)]
+        if dim == "n_train" and finite.size:
+            anchor, centre = np.exp(np.log(finite).mean()), np.exp(np.log(x).mean())
+            for power, ls in ((3, ":"), (4, "-.")):
+                bound = "LLY's ResNet bound" if power == 3 else "earlier FFNet bounds"
+                ax.plot(x, anchor * (x / centre) ** power, color="0.5", ls=ls, lw=1, label=f"∝ n^{power} ({bound})")
+        tolerance = float(select(fits["tolerance"], {"order": order}).max())
+        xlabel = "training points n" if dim == "n_train" else "depth L"
+        if _log_axes(ax, xlabel, f"width at max_t E_{order} = {tolerance:.0e}", ticks=x):
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        ax.set_title(f"p = {order}", fontsize=9)
+    # room on the right for the legends: one per panel, beside it
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(width * 1.8, height)
+    figure.subplots_adjust(left=1.0 / (1.8 * width), right=1 - 2.9 / (1.8 * width), wspace=1.4)
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def required_width_vs_n(ds: xr.Dataset, fits: xr.Dataset):
+    """With n_train swept: the width at which max_t E_p falls to the
+    tolerance against n, every architecture and depth, with the bootstrap
+    intervals and the fitted exponent in n."""
+    return _required_width_panels(
+        ds, fits, "n_train", [d for d in FACET_DIMS if d in ds.dims and d != "architecture"],
+        "Width needed for a tolerance of max_t E_p against n (interpolated between the swept widths; "
+        "bars: bootstrap interval)\nResNet: circles, solid fit; FFNet: squares, dashed fit; legend: exponent in n "
+        "[interval]",
+    )
+
+
+def required_width_vs_depth(ds: xr.Dataset, fits: xr.Dataset):
+    """With depth swept: the width at which max_t E_p falls to the tolerance
+    against depth, every architecture and n, with the fitted exponent in depth
+    (a power law in L: an approximation, see ``report.required_width``)."""
+    return _required_width_panels(
+        ds, fits, "depth", [d for d in FACET_DIMS if d in ds.dims and d != "architecture"],
+        "Width needed for a tolerance of max_t E_p against depth (interpolated; bars: bootstrap interval)\n"
+        "ResNet: circles, solid fit; FFNet: squares, dashed fit; legend: exponent in depth [interval]",
+    )
+
+
 FIGURES = {
     "error_vs_width": error_vs_width,
     "test_error_vs_width": error_vs_width_test_points,
@@ -366,5 +415,7 @@ FIGURES = {
     "kernel_magnitude_vs_width": kernel_magnitude_vs_width,
     "ntk_drift_vs_width": ntk_drift_vs_width,
     "resnet_vs_ffnet": resnet_vs_ffnet,
+    "required_width_vs_n": required_width_vs_n,
+    "required_width_vs_depth": required_width_vs_depth,
 }
 """File stem → figure function (returns None when its data are absent)."""

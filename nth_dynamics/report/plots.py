@@ -70,7 +70,7 @@ def _read_result(path: Path) -> xr.Dataset:
         raise ScenarioError(f"{path}: no such result file; {allowed}")
     try:
         ds = read_dataset(path)
-    except Exception as error:  # h5py, zarr and xarray raise many kinds
+    except Exception as error:  # noqa: BLE001 (h5py, zarr and xarray raise many kinds)
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ScenarioError(f"{path}: cannot be read as a result ({reason}); {allowed}") from None
     needed = {"truncation_error", "kernel_magnitude"}

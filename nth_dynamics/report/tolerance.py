@@ -4,6 +4,8 @@ bootstrap intervals over seeds, and its growth with n (docs/theory.md §4)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import xarray as xr
 
@@ -129,18 +131,7 @@ def tolerance_widths(
     tolerance = xr.DataArray(tolerance)
     log_width = np.log(error["width"].values.astype(float))
     log_tolerance = np.log(tolerance.broadcast_like(series).transpose(*series.dims).values)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_error = np.log(np.where(error.values > 0, error.values, np.nan))
-    # +inf: an NTH solve that did not reach the end (hierarchy.on_failure:
-    # record): the mean of a sample holding one is above every tolerance
-    point_valid = ~np.any(np.isnan(log_error), axis=-1)
-    failed = np.isposinf(log_error)
-    finite = np.where(point_valid[..., None] & ~failed, log_error, 0.0)
-    mean = np.where(point_valid, np.where(failed.any(axis=-1), np.inf, finite.mean(axis=-1)), np.nan)
-    counts = resample_counts(samples, resamples, seed)
-    boot_failed = np.moveaxis(failed.astype(float) @ counts.T, -1, 0) > 0
-    boot = np.where(boot_failed, np.inf, np.moveaxis(finite @ counts.T / samples, -1, 0))
-    boot = np.where(point_valid, boot, np.nan)
+    mean, boot = seed_mean_log_error(error.values, resamples, seed)
     level = f"{100 * confidence:g} %"
 
     def variable(array, long_name, template=series):
@@ -163,19 +154,67 @@ def tolerance_widths(
         if "n_train" in series.dims and series.sizes["n_train"] > 1:
             axis = series.dims.index("n_train")
             log_n = np.log(series["n_train"].values.astype(float))
-            log_m = np.log(np.moveaxis(width, axis, -1))
-            log_m_boot = np.log(np.moveaxis(boot_width, axis + 1, -1))
-            exponent, _ = _least_squares(log_n, np.nan_to_num(log_m), np.isfinite(log_m))
-            boot_exponent, _ = _least_squares(log_n, np.nan_to_num(log_m_boot), np.isfinite(log_m_boot))
-            e_low, e_high = (_interval(boot_exponent, confidence) if samples > 1
-                             else (np.full_like(exponent, np.nan),) * 2)
+            fit = fit_exponent(log_n, np.moveaxis(width, axis, -1), np.moveaxis(boot_width, axis + 1, -1),
+                               confidence if samples > 1 else None)
             reduced = series.isel(n_train=0, drop=True)
-            out[f"n_exponent{suffix}"] = variable(exponent, f"fitted exponent in n of {name}", reduced)
-            out[f"n_exponent{suffix}_low"] = variable(e_low, f"lower end of its {level} bootstrap interval", reduced)
-            out[f"n_exponent{suffix}_high"] = variable(e_high, f"upper end of its {level} bootstrap interval", reduced)
-            out[f"n_exponent{suffix}_points"] = variable(np.isfinite(log_m).sum(axis=-1), "values of n in the fit",
-                                                         reduced)
+            out[f"n_exponent{suffix}"] = variable(fit.exponent, f"fitted exponent in n of {name}", reduced)
+            out[f"n_exponent{suffix}_low"] = variable(fit.low, f"lower end of its {level} bootstrap interval",
+                                                      reduced)
+            out[f"n_exponent{suffix}_high"] = variable(fit.high, f"upper end of its {level} bootstrap interval",
+                                                       reduced)
+            out[f"n_exponent{suffix}_points"] = variable(fit.valid.sum(axis=-1), "values of n in the fit", reduced)
     return out
+
+
+def seed_mean_log_error(error: np.ndarray, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED):
+    """The seed mean of log ``error`` (…, width, seed) and its bootstrap
+    resamples (resample, …, width): whole seeds drawn with replacement, the
+    same draw at every width and series (:func:`resample_counts`). A width
+    where some seed is NaN or ≤ 0 is NaN; +inf (an NTH solve that did not
+    reach the end, ``hierarchy.on_failure: record``) makes the mean of every
+    sample holding it +inf, above every tolerance."""
+    samples = error.shape[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_error = np.log(np.where(error > 0, error, np.nan))
+    point_valid = ~np.any(np.isnan(log_error), axis=-1)
+    failed = np.isposinf(log_error)
+    finite = np.where(point_valid[..., None] & ~failed, log_error, 0.0)
+    mean = np.where(point_valid, np.where(failed.any(axis=-1), np.inf, finite.mean(axis=-1)), np.nan)
+    counts = resample_counts(samples, resamples, seed)
+    boot_failed = np.moveaxis(failed.astype(float) @ counts.T, -1, 0) > 0
+    boot = np.where(boot_failed, np.inf, np.moveaxis(finite @ counts.T / samples, -1, 0))
+    return mean, np.where(point_valid, boot, np.nan)
+
+
+class ExponentFit(NamedTuple):
+    """The exponent of a width in a coordinate (:func:`fit_exponent`); arrays of the series' shape."""
+
+    exponent: np.ndarray
+    intercept: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    valid: np.ndarray
+
+
+def fit_exponent(log_x: np.ndarray, width: np.ndarray, boot_width: np.ndarray, confidence: float | None) -> ExponentFit:
+    """The least-squares slope of log ``width`` (…, x) against ``log_x`` over
+    the x where it is finite (NaN: not bracketed), with the percentile
+    interval of the same fit of each bootstrap resample ``boot_width``
+    (resample, …, x). A resample missing one of those points (it does not
+    cross there) would be a fit over other x: it is left out. ``confidence``
+    None (one seed): no interval."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_m, log_boot = np.log(width), np.log(boot_width)
+    valid = np.isfinite(log_m)
+    line = _least_squares(log_x, np.where(valid, log_m, 0.0), valid)
+    valid_boot = valid & np.isfinite(log_boot)
+    boot = _least_squares(log_x, np.where(valid_boot, log_boot, 0.0), valid_boot).slope
+    boot = np.where(valid_boot.sum(axis=-1) == valid.sum(axis=-1), boot, np.nan)
+    if confidence is None:
+        low = high = np.full_like(line.slope, np.nan)
+    else:
+        low, high = _interval(boot, confidence)
+    return ExponentFit(line.slope, line.intercept, low, high, valid)
 
 
 def _fitted_crossing(
