@@ -18,9 +18,9 @@ import numpy as np
 import xarray as xr
 
 from ..data import make_data
+from ..engine.function_model import cast_floating
 from ..engine.hierarchy import SUCCESSFUL, SolverError, check_solution, solve_nth
 from ..engine.kernels import kernel_tower, lambda_min
-from ..engine.function_model import cast_floating
 from ..engine.networks import make_ensemble, stack_ensemble
 from ..engine.reduced import BasisError, reduced_hierarchy
 from ..engine.reference import gradient_descent, gradient_flow

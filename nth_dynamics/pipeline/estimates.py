@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._cost import COMPILE_SECONDS, FLOPS_PER_SECOND
-from .._schema import ScenarioError
 import jax
 
+from .._cost import COMPILE_SECONDS, FLOPS_PER_SECOND
+from .._schema import ScenarioError
 from ..engine.function_model import activation_count
 from ..engine.kernels import compile_bytes, tower_bytes
 from ..engine.networks import AbstractNetwork, parameter_counts
@@ -54,7 +54,7 @@ def estimate_spec(spec: CellSpec, model: ModelFactory | None = None) -> dict[str
     A user's ``model`` (:class:`~nth_dynamics.pipeline.cells.ModelFactory`)
     is planned from its parameter shapes (:func:`network_counts`).
     """
-    network, hierarchy, reference = spec.network, spec.hierarchy, spec.reference
+    hierarchy, reference = spec.hierarchy, spec.reference
     itemsize = 8 if spec.precision == "float64" else 4
     seeds = len(spec.seeds)
     n, n_eval = spec.n_train, spec.n_eval
