@@ -3,6 +3,7 @@ model=factory) — the ensemble built by the factory per seed key, cell ids
 that never meet a built-in network's, estimates from the factory's shapes,
 a resumed cache, one-line errors."""
 
+import functools
 import json
 import math
 
@@ -116,6 +117,8 @@ def test_user_model_cells_never_share_an_id_with_built_in_ones():
         # even a factory of the built-in FFNet itself: its id names the factory
         "factory of the builtin": Cell.of(cell.coords, cell.spec, ModelFactory(builtin_ffnet)).id,
     }
+    ids["partial"] = Cell.of(cell.coords, cell.spec, ModelFactory(functools.partial(tanh_ffnet))).id
+    assert ModelFactory(functools.partial(mlp)).name == f"functools.partial({__name__}.mlp)"
     assert len(set(ids.values())) == len(ids)
     assert Cell.of(cell.coords, cell.spec, ModelFactory(mlp)).id == ids["mlp"]  # stable
     wider = parse_scenario(SMALL.replace("width: 8", "width: 16")).cells()[0]

@@ -215,7 +215,7 @@ def _checked(model, factory: ModelFactory):
 def _qualified_name(factory: Callable) -> str:
     if isinstance(factory, functools.partial):
         arguments = [repr(a) for a in factory.args] + [f"{k}={v!r}" for k, v in sorted(factory.keywords.items())]
-        return f"functools.partial({_qualified_name(factory.func)}, {', '.join(arguments)})"
+        return f"functools.partial({', '.join([_qualified_name(factory.func), *arguments])})"
     named = factory if hasattr(factory, "__qualname__") else type(factory)
     return f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
 

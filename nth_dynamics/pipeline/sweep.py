@@ -141,17 +141,14 @@ def _model_factory(scenario: Scenario, model: Callable[..., Any]) -> ModelFactor
     if scenario.kind == "infinite_width":
         raise ScenarioError(f"{scenario.source}: kind: infinite_width has no network; allowed: model=None, "
                             "or kind finite_width")
+    factory = ModelFactory(model)
     for name in BUILT_IN_NETWORK_FIELDS:
         if name in scenario.network.model_fields_set:
             raise ScenarioError(
                 f"{scenario.source}: network.{name}: describes a built-in network, but simulate was given "
-                f"model={_name(model)}; allowed: remove it (the factory receives {', '.join(FACTORY_KEYWORDS)})"
+                f"model={factory.name}; allowed: remove it (the factory receives {', '.join(FACTORY_KEYWORDS)})"
             )
-    return ModelFactory(model)
-
-
-def _name(model: Callable[..., Any]) -> str:
-    return ModelFactory(model).name
+    return factory
 
 
 def _stage_times(datasets: Mapping[str, xr.Dataset]) -> dict[str, float]:
