@@ -6,6 +6,7 @@ a resumed cache, one-line errors."""
 import functools
 import json
 import math
+import pickle
 
 import equinox as eqx
 import jax
@@ -123,6 +124,14 @@ def test_user_model_cells_never_share_an_id_with_built_in_ones():
     assert Cell.of(cell.coords, cell.spec, ModelFactory(mlp)).id == ids["mlp"]  # stable
     wider = parse_scenario(SMALL.replace("width: 8", "width: 16")).cells()[0]
     assert Cell.of(wider.coords, wider.spec, ModelFactory(mlp)).id != ids["mlp"]
+
+
+def test_a_cell_with_a_module_level_factory_travels_to_workers():
+    """Cluster workers receive cells pickled: the factory goes with them."""
+    cell = parse_scenario(SMALL).cells()[0]
+    cell = Cell.of(cell.coords, cell.spec, ModelFactory(tanh_ffnet))
+    received = pickle.loads(pickle.dumps(cell))
+    assert received.model.factory is tanh_ffnet and received.spec.id(received.model) == cell.id
 
 
 def test_estimates_come_from_the_factorys_shapes():
