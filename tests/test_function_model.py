@@ -300,6 +300,14 @@ def test_low_precision_params_are_warned_about_and_cast():
 def test_bad_models_are_refused(without_shape_checks):
     with pytest.raises(TypeError, match="apply_fn must be a callable"):
         nd.FunctionModel("not a function", {"w": jnp.ones(3)})
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, params, x):
+            return params @ x
+
+    with pytest.raises(TypeError, match="apply_fn must be hashable"):
+        nd.FunctionModel(Unhashable(), jnp.ones(3))
     with pytest.raises(ValueError, match="params must hold at least one floating-point array"):
         nd.FunctionModel(lambda p, x: x.sum(), {"steps": jnp.arange(3)})
     vector = nd.FunctionModel(lambda p, x: p * x, jnp.ones(3))

@@ -53,7 +53,7 @@ class FunctionModel(eqx.Module):
             leaf while JAX runs in float64 is warned about).
 
     Raises:
-        TypeError: ``apply_fn`` is not callable.
+        TypeError: ``apply_fn`` is not callable, or not hashable.
         ValueError: ``params`` has no floating-point array leaf (nothing to
             train); calling the model, an ``apply_fn`` whose output for one
             input is not a scalar.
@@ -65,6 +65,13 @@ class FunctionModel(eqx.Module):
     def __init__(self, apply_fn: Callable[[PyTree, Array], Array], params: PyTree):
         if not callable(apply_fn):
             raise TypeError(f"apply_fn must be a callable apply_fn(params, x) → scalar, got {type(apply_fn).__name__}")
+        try:
+            hash(apply_fn)
+        except TypeError:
+            raise TypeError(
+                f"apply_fn must be hashable (it is static: part of the compiled program), got an unhashable "
+                f"{type(apply_fn).__name__}; allowed: a function, or a frozen dataclass with __call__"
+            ) from None
         leaves = jax.tree.leaves(params)
         if not any(eqx.is_inexact_array(leaf) for leaf in leaves):
             kinds = sorted({type(leaf).__name__ for leaf in leaves}) or ["nothing"]
