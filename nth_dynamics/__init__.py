@@ -15,6 +15,7 @@ if os.environ.get("NTH_DYNAMICS_X64", "1") != "0":
 
 from ._version import __version__  # noqa: E402
 from .engine.basis import residual_basis  # noqa: E402
+from .engine.function_model import FunctionModel  # noqa: E402
 from .engine.hierarchy import SolverError, Trajectory, closed_form_p2, solve_nth  # noqa: E402
 from .engine.kernels import kernel_tower, tower_bytes  # noqa: E402
 from .engine.networks import FFNet, ResNet, make_ensemble, make_network  # noqa: E402
@@ -28,6 +29,7 @@ from .theory import depth_study, limits, spectrum  # noqa: E402
 __all__ = [
     "BasisError",
     "FFNet",
+    "FunctionModel",
     "ReducedHierarchy",
     "ResNet",
     "Scenario",

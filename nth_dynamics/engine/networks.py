@@ -396,9 +396,21 @@ def make_ensemble(
         # one network per seed, then stacked: the same as filter_vmap over the
         # keys, without compiling a batched initialiser for every new width
         members = [make_network(architecture, d, width, depth, key=key, **options) for key in keys]
-    arrays = [eqx.filter(member, eqx.is_array) for member in members]
+    return stack_ensemble(members)
+
+
+def stack_ensemble(members: Sequence[eqx.Module]) -> eqx.Module:
+    """Models of one structure (one per seed) as one model whose array leaves
+    have a leading seed axis. The static parts (functions, options) are the
+    first member's: members built by one factory may hold equal but distinct
+    function objects (a closure made per call), so only the arrays are matched."""
+    arrays = [jax.tree.leaves(eqx.filter(member, eqx.is_array)) for member in members]
+    shapes = [[(leaf.shape, leaf.dtype) for leaf in leaves] for leaves in arrays]
+    if any(other != shapes[0] for other in shapes[1:]):
+        raise ValueError("the members of an ensemble must have the same array leaves (shapes and dtypes) in the same order")
+    treedef = jax.tree.structure(eqx.filter(members[0], eqx.is_array))
     static = eqx.filter(members[0], eqx.is_array, inverse=True)
-    return eqx.combine(jax.tree.map(lambda *leaves: jnp.stack(leaves), *arrays), static)
+    return eqx.combine(jax.tree.unflatten(treedef, [jnp.stack(column) for column in zip(*arrays)]), static)
 
 
 def parameter_counts(architecture: str, d: int, width: int, depth: int, **options) -> tuple[int, int]:

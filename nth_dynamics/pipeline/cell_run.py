@@ -18,9 +18,10 @@ import numpy as np
 import xarray as xr
 
 from ..data import make_data
+from ..engine.function_model import cast_floating
 from ..engine.hierarchy import SUCCESSFUL, SolverError, check_solution, solve_nth
 from ..engine.kernels import kernel_tower, lambda_min
-from ..engine.networks import make_ensemble
+from ..engine.networks import make_ensemble, stack_ensemble
 from ..engine.reduced import BasisError, reduced_hierarchy
 from ..engine.reference import gradient_descent, gradient_flow
 from .cells import Cell, CellSpec
@@ -79,8 +80,9 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
         save_kernels=spec.save_kernels,
         attrs={
             "cell_id": cell.id,
-            "cell_spec": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
+            "cell_spec": json.dumps(_spec_record(cell), sort_keys=True),
             "stage_wall_times": json.dumps(wall),
+            **({} if cell.model is None else {"model_factory": cell.model.name}),
         },
     )
 
@@ -93,7 +95,7 @@ def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, sta
     spec: CellSpec = cell.spec
     hierarchy = spec.hierarchy
     with stage("data"):
-        ensemble = _ensemble(spec, seeds, dtype)
+        ensemble = _ensemble(cell, seeds, dtype)
     x_eval = data.x_eval
     with stage("tower"):
         tower, f0 = jax.block_until_ready(
@@ -129,7 +131,7 @@ def _run_seed_batch_reduced(cell: Cell, data, seeds: list[int], ts, batch_size: 
     spec: CellSpec = cell.spec
     hierarchy = spec.hierarchy
     with stage("data"):
-        ensemble = _ensemble(spec, seeds, dtype)
+        ensemble = _ensemble(cell, seeds, dtype)
     with stage("tower"):
         tower, _ = jax.block_until_ready(_initial_tower(ensemble, data.x_train, data.x_eval, 2, batch_size))
     time_scale = _time_scale(tower[0], spec.time.unit, cell, seeds)
@@ -166,13 +168,28 @@ def _run_seed_batch_reduced(cell: Cell, data, seeds: list[int], ts, batch_size: 
     return jax.tree.map(np.asarray, (tower, nth, ref, time_scale)) + (reduced,)
 
 
-def _ensemble(spec: CellSpec, seeds: list[int], dtype):
-    """The cell's network, one per seed, stacked on a leading axis."""
+def _ensemble(cell: Cell, seeds: list[int], dtype):
+    """The cell's network, one per seed, stacked on a leading axis: the
+    built-in network of ``spec.network``, or the user's factory called with
+    each seed's key (its floating-point leaves cast to the cell's precision)."""
+    spec: CellSpec = cell.spec
+    if cell.model is not None:
+        members = [cast_floating(cell.model.build(key, spec), dtype) for key in network_keys(seeds)]
+        return stack_ensemble(members)
     network = spec.network
     return make_ensemble(
         network.architecture, spec.data.d, network.width, network.depth, network_keys(seeds), **network.options(),
         dtype=dtype,
     )
+
+
+def _spec_record(cell: Cell) -> dict:
+    """The cell's spec as its Dataset records it: with a user's model, its
+    network is the model's (:meth:`~nth_dynamics.pipeline.cells.ModelFactory.id_payload`)."""
+    record = cell.spec.model_dump(mode="json")
+    if cell.model is not None:
+        record["network"] = cell.model.id_payload(cell.spec)
+    return record
 
 
 def _reference(cell: Cell, ensemble, data, ts):

@@ -11,12 +11,17 @@ field existed keep their ids.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import equinox as eqx
+import jax
 from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from .._schema import Activation, Group, Section
@@ -110,10 +115,118 @@ class CellSpec(Section):
                 del payload[section][field]
         return payload
 
-    def id(self) -> str:
-        """A stable 12-hex-digit id: the sha256 of :meth:`id_payload`."""
-        text = json.dumps(self.id_payload(), sort_keys=True)
+    def id(self, model: ModelFactory | None = None) -> str:
+        """A stable 12-hex-digit id: the sha256 of :meth:`id_payload`, its
+        network replaced by the user's model (:meth:`ModelFactory.id_payload`)
+        when the cell's network comes from ``nd.simulate(..., model=factory)``."""
+        payload = self.id_payload()
+        if model is not None:
+            payload["network"] = model.id_payload(self)
+        text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+FACTORY_KEYWORDS = ("d", "width", "depth", "activation")
+"""What a user's model factory receives besides the key: ``factory(key, d=…,
+width=…, depth=…, activation=…)``, the input dimension and the cell's
+network fields (each may be swept)."""
+
+
+@dataclass(frozen=True)
+class ModelFactory:
+    """A user's model, ``nd.simulate(scenario, model=factory)``: the network
+    of every cell is ``factory(key, d=…, width=…, depth=…, activation=…)``
+    (:data:`FACTORY_KEYWORDS`, from the cell) for each seed's key, an
+    Equinox module mapping one input to a scalar (e.g. a
+    :class:`~nth_dynamics.FunctionModel`).
+
+    Its cells' ids hash :meth:`id_payload` in place of the built-in network
+    fields, so that they are never those of a built-in network's cell."""
+
+    factory: Callable[..., eqx.Module]
+
+    @property
+    def name(self) -> str:
+        """The factory's qualified name, ``module.qualname`` (a partial's with its arguments)."""
+        return _qualified_name(self.factory)
+
+    def keywords(self, spec: CellSpec) -> dict[str, Any]:
+        network = spec.network
+        return {"d": spec.data.d, "width": network.width, "depth": network.depth, "activation": network.activation}
+
+    def build(self, key: jax.Array, spec: CellSpec) -> eqx.Module:
+        """The model of one seed's key (a typed PRNG key)."""
+        return _checked(self._call(key, spec), self)
+
+    def shapes(self, spec: CellSpec) -> eqx.Module:
+        """The cell's model with ``jax.ShapeDtypeStruct`` leaves: nothing allocated."""
+        return _checked(eqx.filter_eval_shape(lambda key: self._call(key, spec), jax.random.key(0)), self)
+
+    def id_payload(self, spec: CellSpec) -> dict[str, Any]:
+        """What the id hashes of the network: the factory's name, the hash of
+        its source when Python can read it, the keywords it receives and the
+        path, shape and dtype of every parameter it builds. The id cannot see
+        into the code the factory calls: after changing it, use a new cache."""
+        leaves = jax.tree_util.tree_leaves_with_path(self.shapes(spec))
+        return {
+            "factory": self.name,
+            "factory_source_sha256": _source_digest(self.factory),
+            **self.keywords(spec),
+            "parameters": [
+                [jax.tree_util.keystr(path), list(leaf.shape), str(leaf.dtype)]
+                for path, leaf in leaves if isinstance(leaf, jax.ShapeDtypeStruct)
+            ],
+        }
+
+    def _call(self, key, spec: CellSpec):
+        keywords = self.keywords(spec)
+        try:
+            signature = inspect.signature(self.factory)
+        except (TypeError, ValueError):  # no signature to check (some builtins)
+            signature = None
+        if signature is not None:
+            try:
+                signature.bind(key, **keywords)
+            except TypeError as error:
+                call = ", ".join(f"{name}={value!r}" for name, value in keywords.items())
+                raise TypeError(
+                    f"model: {self.name}(key, {call}) cannot be called ({error}); allowed: a factory "
+                    f"factory(key, *, {', '.join(FACTORY_KEYWORDS)}) (accept **options to ignore some)"
+                ) from None
+        return self.factory(key, **keywords)
+
+
+def parameter_sizes(shapes: eqx.Module) -> tuple[int, int]:
+    """(all, floating-point) array sizes of a model's ``jax.ShapeDtypeStruct`` leaves."""
+    leaves = [leaf for leaf in jax.tree.leaves(shapes) if isinstance(leaf, jax.ShapeDtypeStruct)]
+    return (sum(math.prod(leaf.shape) for leaf in leaves),
+            sum(math.prod(leaf.shape) for leaf in leaves if jax.numpy.issubdtype(leaf.dtype, jax.numpy.inexact)))
+
+
+def _checked(model, factory: ModelFactory):
+    if not isinstance(model, eqx.Module):
+        raise TypeError(
+            f"model: {factory.name} returned a {type(model).__name__}; allowed: an Equinox module mapping one input "
+            "to a scalar (wrap a function with nd.FunctionModel(apply_fn, params))"
+        )
+    return model
+
+
+def _qualified_name(factory: Callable) -> str:
+    if isinstance(factory, functools.partial):
+        arguments = [repr(a) for a in factory.args] + [f"{k}={v!r}" for k, v in sorted(factory.keywords.items())]
+        return f"functools.partial({', '.join([_qualified_name(factory.func), *arguments])})"
+    named = factory if hasattr(factory, "__qualname__") else type(factory)
+    return f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
+
+
+def _source_digest(factory: Callable) -> str | None:
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    try:
+        source = inspect.getsource(target if hasattr(target, "__qualname__") else type(target))
+    except (OSError, TypeError):
+        return None
+    return hashlib.sha256(source.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -123,20 +236,23 @@ class Cell:
     ``coords``: grid dimension → value (every swept dimension, and width).
     ``spec``: what the cell computes (a :class:`CellSpec`; the one cell of an
     infinite-width study holds its study and arguments as a mapping). ``id``:
-    ``spec.id()``, shared by grid points that compute the same thing (an FFNet
+    ``spec.id(model)``, shared by grid points that compute the same thing (an FFNet
     at two values of the ResNet γ), which are then run once.
     """
 
     id: str
     coords: dict[str, Any]
     spec: CellSpec | Mapping[str, Any]
+    model: ModelFactory | None = None
+    """The user's model factory whose networks the cell runs instead of
+    ``spec.network``'s built-in one (``nd.simulate(..., model=factory)``)."""
 
     @classmethod
-    def of(cls, coords: Mapping[str, Any], spec: CellSpec) -> Cell:
-        return cls(id=spec.id(), coords=dict(coords), spec=spec)
+    def of(cls, coords: Mapping[str, Any], spec: CellSpec, model: ModelFactory | None = None) -> Cell:
+        return cls(id=spec.id(model), coords=dict(coords), spec=spec, model=model)
 
     def label(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.coords.items())
 
 
-__all__ = ["LEFT_OUT_AT_DEFAULT", "Cell", "CellSpec", "NetworkSpec"]
+__all__ = ["FACTORY_KEYWORDS", "LEFT_OUT_AT_DEFAULT", "Cell", "CellSpec", "ModelFactory", "NetworkSpec", "parameter_sizes"]

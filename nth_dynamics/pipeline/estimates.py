@@ -7,11 +7,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
+
 from .._cost import COMPILE_SECONDS, FLOPS_PER_SECOND
 from .._schema import ScenarioError
+from ..engine.function_model import activation_count
 from ..engine.kernels import compile_bytes, tower_bytes
-from ..engine.networks import parameter_counts
-from .cells import Cell, CellSpec
+from ..engine.networks import AbstractNetwork, parameter_counts
+from .cells import Cell, CellSpec, ModelFactory, parameter_sizes
 from .scenario import Scenario
 
 SOLVER_STAGES = {"tsit5": 7, "dopri5": 7, "dopri8": 13, "heun": 2, "bosh3": 4, "kvaerno5": 7}
@@ -30,11 +33,11 @@ enlarged one, and (rarely) on a second enlargement."""
 
 
 def estimate_cell(cell: Cell) -> dict[str, Any]:
-    """:func:`estimate_spec` of the cell's spec."""
-    return estimate_spec(cell.spec)
+    """:func:`estimate_spec` of the cell's spec (and its user's model)."""
+    return estimate_spec(cell.spec, cell.model)
 
 
-def estimate_spec(spec: CellSpec) -> dict[str, Any]:
+def estimate_spec(spec: CellSpec, model: ModelFactory | None = None) -> dict[str, Any]:
     """Rough peak memory (bytes) and run time (seconds) of a cell, before
     allocating anything, and the direction chunk (``batch_size``) of its
     kernel tower.
@@ -47,17 +50,17 @@ def estimate_spec(spec: CellSpec) -> dict[str, Any]:
     batch (``seed_batch``: all of them when they fit, else fewer at a time);
     plus, once, the process itself: the JAX runtime and the compilation of
     the tower (:func:`~nth_dynamics.engine.kernels.compile_bytes`).
+
+    A user's ``model`` (:class:`~nth_dynamics.pipeline.cells.ModelFactory`)
+    is planned from its parameter shapes (:func:`network_counts`).
     """
-    network, hierarchy, reference = spec.network, spec.hierarchy, spec.reference
+    hierarchy, reference = spec.hierarchy, spec.reference
     itemsize = 8 if spec.precision == "float64" else 4
     seeds = len(spec.seeds)
     n, n_eval = spec.n_train, spec.n_eval
     p_max, orders = max(hierarchy.orders), hierarchy.orders
     n_saves = spec.time.n_saves
-    n_params, n_trained = parameter_counts(
-        network.architecture, spec.data.d, network.width, network.depth, **network.options()
-    )
-    activations = 2 * network.width * (network.depth + 1)
+    n_params, n_trained, activations, structured = network_counts(spec, model)
 
     k = planned_rank(spec)
     state = n_eval * (1 + sum(n * k ** (r - 2) for r in range(2, p_max)))  # f, K2, …, K(p−1) (K̂ when reduced)
@@ -70,7 +73,7 @@ def estimate_spec(spec: CellSpec) -> dict[str, Any]:
         # XLA temporaries): measured ~22 copies per seed for an FFNet of width
         # 4096, where stages alone counted 10
         ref_solver = (_solver_copies(reference.solver, n_trained) + 8 * n_trained) * itemsize
-    ref_ntk = tower_bytes(n_eval, n, 2, n_trained, activations=activations, itemsize=itemsize)
+    ref_ntk = tower_bytes(n_eval, n, 2, n_trained, activations=activations, itemsize=itemsize, structured=structured)
     saved = (len(orders) + 1) * n_saves * n_eval * (1 + n) * itemsize
     per_seed = {  # one network's share of each part
         "nth_solver": nth_solver,
@@ -83,7 +86,7 @@ def estimate_spec(spec: CellSpec) -> dict[str, Any]:
     def tower(batch: int) -> int:
         return tower_bytes(
             n_eval, n, p_max, n_trained, activations=activations, batch_size=batch, itemsize=itemsize,
-            rank=None if hierarchy.basis == "full" else k,
+            structured=structured, rank=None if hierarchy.basis == "full" else k,
         )
 
     # Seeds run as one vmapped batch when they fit, else in equal batches (a
@@ -109,6 +112,41 @@ def estimate_spec(spec: CellSpec) -> dict[str, Any]:
         "batch_size": batch,
         "seed_batch": seed_batch,
     }
+
+
+def network_counts(spec: CellSpec, model: ModelFactory | None = None) -> tuple[int, int, int, bool]:
+    """(parameters, trained parameters, activations per point, whether the
+    tower takes the structured path) of a cell's network, from shapes only.
+
+    The built-in networks: their parameter counts and 2 × width × (depth + 1)
+    activations (pre- and post-activation per layer). A user's model: the
+    factory's output traced with ``jax.eval_shape`` (nothing allocated); every
+    floating-point leaf is trained (a project network's own trained set);
+    the activations are :func:`~nth_dynamics.engine.function_model.activation_count`,
+    every per-point intermediate of the forward pass (an upper bound, since
+    which of them autodiff keeps is not known in advance); the generic tower
+    path unless the model is one of the project's networks.
+    """
+    network = spec.network
+    if model is None:
+        n_params, n_trained = parameter_counts(
+            network.architecture, spec.data.d, network.width, network.depth, **network.options()
+        )
+        return n_params, n_trained, 2 * network.width * (network.depth + 1), True
+    shapes = model.shapes(spec)
+    if isinstance(shapes, AbstractNetwork):
+        n_params, n_trained = parameter_counts_of(shapes)
+        return n_params, n_trained, 2 * shapes.width * (shapes.depth + 1), True
+    n_params, n_trained = parameter_sizes(shapes)
+    dtype = jax.numpy.float64 if spec.precision == "float64" else jax.numpy.float32
+    return n_params, n_trained, activation_count(shapes, jax.ShapeDtypeStruct((spec.data.d,), dtype)), False
+
+
+def parameter_counts_of(shapes: AbstractNetwork) -> tuple[int, int]:
+    """(all, trained) parameter counts of a project network given as shapes."""
+    sizes = [leaf.size for leaf in jax.tree.leaves(shapes)]
+    flags = jax.tree.leaves(shapes.trained_filter())
+    return sum(sizes), sum(size for size, flag in zip(sizes, flags) if flag)
 
 
 def planned_rank(spec: CellSpec) -> int:
@@ -159,7 +197,7 @@ def check_budget(
                 "parameters": "network.width, network.depth or the number of seeds",
                 "compilation": "hierarchy.orders (the tower to the largest order is compiled in the process)",
             }[largest]
-            reduced = _reduced_hint(cell.spec, budget)
+            reduced = _reduced_hint(cell.spec, budget, cell.model)
             raise ScenarioError(
                 f"{scenario.source}: memory_budget_gb: cell {cell.id} ({cell.label()}, {len(cell.spec.seeds)} seeds) "
                 f"needs ≈ {estimate['bytes'] / 1e9:.3g} GB (mostly {largest}), above {share}; "
@@ -168,13 +206,13 @@ def check_budget(
             )
 
 
-def _reduced_hint(spec: CellSpec, budget: float) -> str:
+def _reduced_hint(spec: CellSpec, budget: float, model: ModelFactory | None = None) -> str:
     """", or hierarchy.basis: reduced (≈ X GB)" when the reduced basis would make a refused full cell fit."""
     if spec.hierarchy.basis == "reduced":
         return ""
     reduced = spec.model_copy(update={"hierarchy": spec.hierarchy.model_copy(update={"basis": "reduced"})})
-    need = estimate_spec(reduced)["bytes"]
+    need = estimate_spec(reduced, model)["bytes"]
     return f", or hierarchy.basis: reduced (≈ {need / 1e9:.3g} GB at rank {planned_rank(reduced)})" if need <= budget else ""
 
 
-__all__ = ["PLANNED_RANK", "check_budget", "estimate_cell", "estimate_spec", "planned_rank"]
+__all__ = ["PLANNED_RANK", "check_budget", "estimate_cell", "estimate_spec", "network_counts", "planned_rank"]

@@ -14,13 +14,16 @@ import contextlib
 import dataclasses
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import xarray as xr
 
 from .._progress import Progress
+from .._schema import ScenarioError
 from .cell_run import run_cell
+from .cells import FACTORY_KEYWORDS, Cell, ModelFactory
 from .estimates import check_budget, estimate_cell
 from .execution import WorkerLost, run_in_turn, run_on_cluster
 from .infinite_width import simulate_study
@@ -36,6 +39,7 @@ def simulate(
     command: str | None = None,
     workers: int = 1,
     scheduler: str | None = None,
+    model: Callable[..., Any] | None = None,
 ) -> xr.Dataset:
     """Run every cell of ``scenario`` and combine them into one Dataset.
 
@@ -55,16 +59,37 @@ def simulate(
         scheduler: address of a running ``dask.distributed`` scheduler to run
             the cells on instead (its workers must see ``cache_dir``); each
             cell is held to ``memory_budget_gb``, the memory of one worker.
+        model: a factory of the user's own network, run in place of the
+            built-in ones: ``model(key, *, d, width, depth, activation)`` →
+            an Equinox module mapping one input of shape ``(d,)`` to a
+            scalar (e.g. a :class:`~nth_dynamics.FunctionModel`), called once
+            per seed with that seed's key and the cell's values of
+            ``data.d``, ``network.width``, ``network.depth`` and
+            ``network.activation`` (any of the last three may be swept). The
+            scenario must then leave the built-in networks' fields
+            (``network.architecture``, ``alpha``, ``gamma``, ``branch``,
+            ``readout``, ``trained``) unset. Every floating-point leaf is
+            trained and cast to the scenario's precision. The cell ids hash
+            the factory's qualified name and source and the shapes of the
+            parameters it builds; the output's ``architecture`` coordinate
+            and ``model_factory`` attribute name the factory. A scenario file
+            never names code: this is the Python API only.
 
     Raises:
         ScenarioError: a cell's memory estimate exceeds its budget (checked
-            for every cell before any runs).
+            for every cell before any runs); with ``model``, a built-in
+            network field is set or the scenario is of kind infinite_width.
         SolverError: an ODE solve failed.
+        TypeError: ``model`` is not callable, cannot take the keywords, or
+            does not return an Equinox module.
     """
+    factory = None if model is None else _model_factory(scenario, model)
     if scenario.kind == "infinite_width":
         return simulate_study(scenario, progress=progress, command=command)
     progress = progress or Progress()
     cells = scenario.cells()
+    if factory is not None:
+        cells = [Cell.of(cell.coords, cell.spec, model=factory) for cell in cells]
     unique = list({cell.id: cell for cell in cells}.values())
     sharing = workers if scheduler is None else 1  # cells that share this machine's memory_budget_gb
     if sharing > 1:  # the budget is not in the cell id: the same cells, planned for less memory
@@ -96,8 +121,34 @@ def simulate(
         for cell in unique
     ]
     ds.attrs.update(provenance(scenario, stage_times=stage_times, cells=summaries, command=command))
-    _add_scalar_coordinates(ds, scenario)
+    if factory is not None:
+        ds.attrs["model_factory"] = factory.name
+    _add_scalar_coordinates(ds, scenario, factory)
     return ds
+
+
+BUILT_IN_NETWORK_FIELDS = ("architecture", "alpha", "gamma", "branch", "readout", "trained")
+"""The ``network`` fields that describe the built-in networks only: unset with a user's model."""
+
+
+def _model_factory(scenario: Scenario, model: Callable[..., Any]) -> ModelFactory:
+    """The user's factory, checked against the scenario (one-line errors)."""
+    if not callable(model):
+        raise TypeError(
+            f"model must be a factory model(key, *, {', '.join(FACTORY_KEYWORDS)}) returning an Equinox module, "
+            f"got a {type(model).__name__}"
+        )
+    if scenario.kind == "infinite_width":
+        raise ScenarioError(f"{scenario.source}: kind: infinite_width has no network; allowed: model=None, "
+                            "or kind finite_width")
+    factory = ModelFactory(model)
+    for name in BUILT_IN_NETWORK_FIELDS:
+        if name in scenario.network.model_fields_set:
+            raise ScenarioError(
+                f"{scenario.source}: network.{name}: describes a built-in network, but simulate was given "
+                f"model={factory.name}; allowed: remove it (the factory receives {', '.join(FACTORY_KEYWORDS)})"
+            )
+    return factory
 
 
 def _stage_times(datasets: Mapping[str, xr.Dataset]) -> dict[str, float]:
@@ -109,12 +160,15 @@ def _stage_times(datasets: Mapping[str, xr.Dataset]) -> dict[str, float]:
     return totals
 
 
-def _add_scalar_coordinates(ds: xr.Dataset, scenario: Scenario) -> None:
-    """Unswept grid fields as scalar coordinates: ``ds.depth`` always answers."""
+def _add_scalar_coordinates(ds: xr.Dataset, scenario: Scenario, factory: ModelFactory | None = None) -> None:
+    """Unswept grid fields as scalar coordinates: ``ds.depth`` always answers;
+    with a user's model, ``architecture`` is the factory's name."""
     for dim, field in SWEEP_DIMS.items():
         values = scenario.field(field)
         if dim not in ds.dims and values is not None:
             ds.coords[dim] = values[0]
+    if factory is not None:
+        ds.coords["architecture"] = factory.name
     annotate(ds)
 
 
