@@ -26,6 +26,7 @@ import xarray as xr
 from .._files import output_format, read_dataset, write_dataset
 from .._provenance import base_attributes
 from ..engine.kernels import lambda_min
+from ..engine.losses import resolve_loss
 
 CELL_DIMS = ("seed", "order", "time", "point", "train_point", "rank")
 
@@ -34,8 +35,12 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "f_ref": ("network output under the reference training", "1"),
     "y": ("label (training labels include the label noise)", "1"),
     "point_valid": ("the point slot holds a point of this n_train (else padding)", "1"),
-    "loss_nth": ("training loss (1/2n) sum_a (f_a - y_a)^2 of the truncated NTH", "1"),
-    "loss_ref": ("training loss (1/2n) sum_a (f_a - y_a)^2 of the reference", "1"),
+    "loss_nth": ("training loss (1/n) sum_a l(f_a, y_a) of the truncated NTH (mse: (1/2n) sum_a (f_a - y_a)^2)", "1"),
+    "loss_ref": ("training loss (1/n) sum_a l(f_a, y_a) of the reference (mse: (1/2n) sum_a (f_a - y_a)^2)", "1"),
+    "accuracy_nth": ("fraction of training points with sign(f_nth) = y (loss logistic)", "1"),
+    "accuracy_ref": ("fraction of training points with sign(f_ref) = y (loss logistic)", "1"),
+    "test_accuracy_nth": ("fraction of test points with sign(f_nth) = y (loss logistic)", "1"),
+    "test_accuracy_ref": ("fraction of test points with sign(f_ref) = y (loss logistic)", "1"),
     "truncation_error": ("truncation error E_p = ||f_ref - f_nth||_2 / sqrt(n) over the training points", "1"),
     "test_error": ("truncation error ||f_ref - f_nth||_2 / sqrt(n_test) over the test points", "1"),
     "kernel_magnitude": ("max |K(r)| at initialisation over the training rows", "1"),
@@ -101,6 +106,7 @@ def cell_dataset(
     time_scale: np.ndarray | None = None,
     nth_failed: np.ndarray | None = None,
     reduced: Mapping[str, np.ndarray] | None = None,
+    loss: str = "mse",
     attrs: Mapping[str, Any],
 ) -> xr.Dataset:
     """The Dataset of one cell, all seeds (dims seed, order, time, point,
@@ -120,18 +126,22 @@ def cell_dataset(
     (seed, rank: every rank to the largest order); ``tower0`` then holds K2
     alone, and ``kernel_magnitude`` is NaN for r ≥ 3 (the full tensors were
     never formed: the projected magnitudes never stand under their name).
+    ``loss``: the training loss (a name of :data:`~nth_dynamics.engine.losses.LOSSES`)
+    of ``loss_nth`` and ``loss_ref``; a classification loss adds the
+    accuracies on the training and the test points.
     """
     n = y_train.shape[0]
     y = np.concatenate([y_train, y_test])
     train, test = slice(0, n), slice(n, None)
     magnitudes = np.stack([np.abs(k[:, train]).reshape(len(seeds), -1).max(axis=1) for k in tower0], axis=1)
     difference = f_ref[:, None] - f_nth
+    objective = resolve_loss(loss)
     data_vars = {
         "f_nth": (("seed", "order", "time", "point"), f_nth),
         "f_ref": (("seed", "time", "point"), f_ref),
         "y": (("point",), y),
-        "loss_nth": (("seed", "order", "time"), _loss(f_nth[..., train], y_train)),
-        "loss_ref": (("seed", "time"), _loss(f_ref[..., train], y_train)),
+        "loss_nth": (("seed", "order", "time"), objective.mean(f_nth[..., train], y_train, np)),
+        "loss_ref": (("seed", "time"), objective.mean(f_ref[..., train], y_train, np)),
         "truncation_error": (("seed", "order", "time"), _rms(difference[..., train])),
         "test_error": (("seed", "order", "time"), _rms(difference[..., test])),
         "kernel_magnitude": (("seed", "rank"), magnitudes),
@@ -143,6 +153,10 @@ def cell_dataset(
         "ref_num_steps": (("seed",), ref_stats["num_steps"]),
         "ref_num_rejected_steps": (("seed",), ref_stats["num_rejected_steps"]),
     }
+    if objective.classification:
+        for prefix, split, labels in (("", train, y_train), ("test_", test, y_test)):
+            data_vars[f"{prefix}accuracy_nth"] = (("seed", "order", "time"), objective.accuracy(f_nth[..., split], labels))
+            data_vars[f"{prefix}accuracy_ref"] = (("seed", "time"), objective.accuracy(f_ref[..., split], labels))
     if nth_failed is not None:
         data_vars["nth_failed"] = (("seed", "order"), np.asarray(nth_failed, dtype=bool))
     if reduced is not None:
@@ -169,10 +183,6 @@ def cell_dataset(
         "rank": np.arange(2, 2 + (len(tower0) if reduced is None else np.shape(reduced["projected_kernel_magnitude"])[1])),
     }
     return annotate(xr.Dataset(data_vars, coords=coords, attrs=dict(attrs)))
-
-
-def _loss(f: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return 0.5 * np.mean((f - y) ** 2, axis=-1)
 
 
 def _rms(difference: np.ndarray) -> np.ndarray:
