@@ -34,6 +34,7 @@ def test_the_logistic_example_reports_its_loss_and_accuracies(logistic_result):
     f_ref = ds.f_ref.values
     expected_loss = np.mean(np.log1p(np.exp(-y[train] * f_ref[..., train])), axis=-1)
     assert np.allclose(ds.loss_ref.values, expected_loss, rtol=1e-13)
+    assert "log(1 + exp(-y_a f_a))" in ds.loss_ref.attrs["long_name"]  # the loss's, not mse's
     assert bool((ds.loss_ref.diff("time") < 0).all()) and bool((ds.loss_nth.diff("time") < 0).all())
     expected_accuracy = np.mean(np.sign(f_ref[..., ~train]) == y[~train], axis=-1)
     assert np.array_equal(ds.test_accuracy_ref.values, expected_accuracy)

@@ -32,7 +32,8 @@ from jaxtyping import Array, ArrayLike, Float
 class AbstractLoss(eqx.Module):
     """A pointwise loss ℓ(f, y) of a scalar output f and its label y.
 
-    Subclasses set ``name`` (the scenario's ``loss`` value), ``closed_form``
+    Subclasses set ``name`` (the scenario's ``loss`` value), ``formula``
+    (L in plain text, for the output's ``long_name``), ``closed_form``
     (whether p = 2 has the closed form :func:`~nth_dynamics.closed_form_p2`),
     ``classification`` (whether ``accuracy`` is reported), and implement
     :meth:`value` and :meth:`derivative`; :meth:`label_problem` refuses
@@ -40,6 +41,7 @@ class AbstractLoss(eqx.Module):
     """
 
     name: ClassVar[str]
+    formula: ClassVar[str]
     closed_form: ClassVar[bool] = False
     classification: ClassVar[bool] = False
 
@@ -71,6 +73,7 @@ class Squared(AbstractLoss):
     """ℓ = ½(f − y)², ℓ′ = f − y = r: the loss of docs/theory.md §1 (``"mse"``)."""
 
     name: ClassVar[str] = "mse"
+    formula: ClassVar[str] = "(1/2n) sum_a (f_a - y_a)^2"
     closed_form: ClassVar[bool] = True
 
     def value(self, f, y, xp: ModuleType = jnp):
@@ -92,6 +95,7 @@ class Logistic(AbstractLoss):
     and ℓ′ = −y σ(−y f)."""
 
     name: ClassVar[str] = "logistic"
+    formula: ClassVar[str] = "(1/n) sum_a log(1 + exp(-y_a f_a))"
     classification: ClassVar[bool] = True
 
     def value(self, f, y, xp: ModuleType = jnp):

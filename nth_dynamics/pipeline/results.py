@@ -26,17 +26,23 @@ import xarray as xr
 from .._files import output_format, read_dataset, write_dataset
 from .._provenance import base_attributes
 from ..engine.kernels import lambda_min
-from ..engine.losses import resolve_loss
+from ..engine.losses import Squared, resolve_loss
 
 CELL_DIMS = ("seed", "order", "time", "point", "train_point", "rank")
+
+LOSS_VARIABLES: dict[str, str] = {
+    "loss_nth": "training loss {} of the truncated NTH",
+    "loss_ref": "training loss {} of the reference",
+}
+"""The loss variables → their long_name, a template filled with the formula
+of the scenario's loss (:attr:`~nth_dynamics.AbstractLoss.formula`)."""
 
 VARIABLES: dict[str, tuple[str, str]] = {
     "f_nth": ("network output predicted by the NTH truncated at order p", "1"),
     "f_ref": ("network output under the reference training", "1"),
     "y": ("label (training labels include the label noise)", "1"),
     "point_valid": ("the point slot holds a point of this n_train (else padding)", "1"),
-    "loss_nth": ("training loss (1/n) sum_a l(f_a, y_a) of the truncated NTH (mse: (1/2n) sum_a (f_a - y_a)^2)", "1"),
-    "loss_ref": ("training loss (1/n) sum_a l(f_a, y_a) of the reference (mse: (1/2n) sum_a (f_a - y_a)^2)", "1"),
+    **{name: (template.format(Squared.formula), "1") for name, template in LOSS_VARIABLES.items()},
     "accuracy_nth": ("fraction of training points with sign(f_nth) = y (loss logistic)", "1"),
     "accuracy_ref": ("fraction of training points with sign(f_ref) = y (loss logistic)", "1"),
     "test_accuracy_nth": ("fraction of test points with sign(f_nth) = y (loss logistic)", "1"),
@@ -182,7 +188,10 @@ def cell_dataset(
         "train_point": np.arange(n),
         "rank": np.arange(2, 2 + (len(tower0) if reduced is None else np.shape(reduced["projected_kernel_magnitude"])[1])),
     }
-    return annotate(xr.Dataset(data_vars, coords=coords, attrs=dict(attrs)))
+    ds = annotate(xr.Dataset(data_vars, coords=coords, attrs=dict(attrs)))
+    for name, template in LOSS_VARIABLES.items():
+        ds[name].attrs["long_name"] = template.format(objective.formula)
+    return ds
 
 
 def _rms(difference: np.ndarray) -> np.ndarray:
@@ -197,9 +206,12 @@ def _drift(ntk: np.ndarray, axis_time: int) -> np.ndarray:
 
 
 def annotate(ds: xr.Dataset) -> xr.Dataset:
-    """Attach CF ``long_name`` and ``units`` to every known variable and coordinate."""
+    """Attach CF ``long_name`` and ``units`` to every known variable and
+    coordinate (a loss variable keeps the long_name of its loss, if it has one)."""
     for name, (long_name, units) in {**VARIABLES, **COORDINATES}.items():
         if name in ds.variables:
+            if name in LOSS_VARIABLES:
+                long_name = ds[name].attrs.get("long_name", long_name)
             ds[name].attrs.update(long_name=long_name, units=units)
     if "time_scale" in ds and "time" in ds.coords:  # time.unit: n_over_lambda_min
         ds["time"].attrs.update(long_name=SCALED_TIME)
@@ -265,7 +277,10 @@ def combine(grid: Mapping[str, Sequence], cells: Sequence, cell_datasets: Mappin
         train_point=np.arange(n_max),
         rank=first["rank"].values,
     )
-    return annotate(xr.Dataset(data_vars, coords=coords))
+    ds = annotate(xr.Dataset(data_vars, coords=coords))
+    for name in LOSS_VARIABLES:  # the cells' loss, not the default's
+        ds[name].attrs["long_name"] = first[name].attrs["long_name"]
+    return ds
 
 
 def provenance(scenario, *, stage_times: Mapping[str, Any], cells: Sequence[Mapping[str, Any]], command: str | None = None) -> dict[str, Any]:
