@@ -108,6 +108,7 @@ def test_every_variable_and_coordinate_has_a_long_name_and_units():
     ds = combine(scn.grid(), cells, {c.id: synthetic_cell(4, 1, save_kernels=True) for c in cells})
     every_variable_has_cf_attributes(ds)
     optional = {"time_scale", "nth_failed", "basis_rank", "basis_error", "basis_error_ratio", "projected_kernel_magnitude"}
+    optional |= {"accuracy_nth", "accuracy_ref", "test_accuracy_nth", "test_accuracy_ref"}  # loss: logistic only
     assert set(VARIABLES) - {"y", "point_valid"} - optional <= set(ds.data_vars)  # y, point_valid: test_sweep.py
 
 

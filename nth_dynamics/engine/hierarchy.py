@@ -5,7 +5,8 @@
     dK(r)/dt  = −(1/n) Σ_b K(r+1)(…, b) r_b        2 ≤ r ≤ p − 1
     dK(p)/dt  = 0                                   (truncation)
 
-with r_b = f(x_b) − y_b on the training points. The state is the pytree
+with r_b = f(x_b) − y_b on the training points, or for another loss ℓ its
+derivative ℓ′(f_b, y_b) (docs/theory.md §9; ``loss=``). The state is the pytree
 (f, K2, …, K(p−1)); the frozen K(p) is passed to the vector field as an
 argument rather than carried in the state, so the solver's stage copies never
 duplicate the largest tensor.
@@ -30,6 +31,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .basis import check_basis
 from .kernels import MAX_ORDER, Tower
+from .losses import AbstractLoss, check_labels, resolve_loss
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "tsit5": diffrax.Tsit5,
@@ -87,6 +89,7 @@ def solve_nth(
     basis: Float[Array, "n k"] | None = None,
     max_steps: int = 100_000,
     save_state: bool = False,
+    loss: str | AbstractLoss = "mse",
 ) -> Trajectory:
     """Integrate the NTH truncated at order ``p = len(tower) + 1``.
 
@@ -106,6 +109,9 @@ def solve_nth(
         max_steps: step budget; exceeding it raises :class:`SolverError`.
         save_state: also return the whole state (f, K2, …, K(p−1)) at ``ts``
             (memory: len(ts) × state; most users will not need it).
+        loss: the training loss, ``"mse"`` (½(f − y)², the residual r),
+            ``"logistic"`` (labels ±1) or an :class:`AbstractLoss`: its
+            ℓ′(f, y) takes the place of r (docs/theory.md §9).
 
     Raises:
         SolverError: when the solver fails or runs out of steps (outside
@@ -116,27 +122,30 @@ def solve_nth(
     f0, y_train, ts = jnp.asarray(f0), jnp.asarray(y_train), jnp.asarray(ts)
     basis = None if basis is None else check_basis(basis, y_train.shape[0])
     _check_nth_inputs(tower, f0, y_train, ts, None if basis is None else basis.shape[1])
+    loss = resolve_loss(loss)
+    check_labels(loss, y_train)
     solution = _solve_nth(
-        tower, f0, y_train, ts, basis, _solver(solver), jnp.asarray(rtol), jnp.asarray(atol), max_steps, save_state
+        tower, f0, y_train, ts, basis, _solver(solver), jnp.asarray(rtol), jnp.asarray(atol), max_steps, save_state,
+        loss,
     )
     check_solution(solution, "NTH")
     return solution
 
 
 @eqx.filter_jit
-def _solve_nth(tower, f0, y_train, ts, basis, solver, rtol, atol, max_steps, save_state) -> Trajectory:
+def _solve_nth(tower, f0, y_train, ts, basis, solver, rtol, atol, max_steps, save_state, loss) -> Trajectory:
     n = y_train.shape[0]
     state0 = (f0,) + tower[:-1]
     frozen = tower[-1]
 
     def vector_field(t, state, frozen):
-        residual = state[0][:n] - y_train
+        l_prime = loss.derivative(state[0][:n], y_train)  # ℓ′: the residual f − y for the squared loss
         kernels = state[1:] + (frozen,)
         if basis is None:
-            # contracting the last (newest) index of each kernel with the residual
-            return tuple(-(kernel @ residual) / n for kernel in kernels)
-        coefficients = basis.T @ residual  # every index from the third on is a basis index
-        return (-(kernels[0] @ residual) / n,) + tuple(-(kernel @ coefficients) / n for kernel in kernels[1:])
+            # contracting the last (newest) index of each kernel with ℓ′
+            return tuple(-(kernel @ l_prime) / n for kernel in kernels)
+        coefficients = basis.T @ l_prime  # every index from the third on is a basis index
+        return (-(kernels[0] @ l_prime) / n,) + tuple(-(kernel @ coefficients) / n for kernel in kernels[1:])
 
     def save(t, state, frozen):
         ntk = state[1] if len(state) > 1 else frozen
@@ -179,6 +188,8 @@ def closed_form_p2(
     f0: Float[ArrayLike, " n_eval"],
     y_train: Float[ArrayLike, " n"],
     ts: Float[ArrayLike, " time"],
+    *,
+    loss: str | AbstractLoss = "mse",
 ) -> Float[Array, "time n_eval"]:
     """Outputs of the frozen-NTK (p = 2) dynamics in closed form (docs/theory.md §3):
 
@@ -190,7 +201,15 @@ def closed_form_p2(
     A time ``inf`` gives the t → ∞ limit, kernel (ridgeless) regression
     f_eval = f_eval(0) − K_et K_tt⁻¹ (f_train(0) − y), with the eigenvalues
     of K_tt floored at 1e-13 λ_max (rounding can leave λ_min ≤ 0).
+
+    Only the squared loss has this closed form (``loss="mse"``); any other
+    loss raises ValueError: solve p = 2 with :func:`solve_nth` (``loss=``).
     """
+    if not resolve_loss(loss).closed_form:
+        raise ValueError(
+            f"closed_form_p2: the loss {resolve_loss(loss).name!r} has no closed form at p = 2; "
+            "use solve_nth((K2,), f0, y_train, ts, loss=...) (Diffrax)"
+        )
     ntk, f0, y_train, ts = map(jnp.asarray, (ntk, f0, y_train, ts))
     n = y_train.shape[0]
     k_tt = 0.5 * (ntk[:n] + ntk[:n].T)

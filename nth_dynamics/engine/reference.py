@@ -1,9 +1,12 @@
-"""Reference training of the real network: gradient flow and gradient descent
-on the loss L(θ) = (1/2n) Σ_a (f(x_a; θ) − y_a)² (docs/theory.md §1).
+"""Reference training of the real network: gradient flow, gradient descent
+and the optimizers of optax on the loss L(θ) = (1/n) Σ_a ℓ(f(x_a; θ), y_a),
+by default the squared loss L(θ) = (1/2n) Σ_a (f(x_a; θ) − y_a)²
+(docs/theory.md §1, §9; ``loss=``, :mod:`nth_dynamics.engine.losses`).
 
-Only the trained parameters move; both functions save the outputs on the
+Only the trained parameters move; every function saves the outputs on the
 evaluation points and the NTK K2 at the save times, so the NTH can be compared
-with the network it describes.
+with the network it describes. Gradient descent and optax share one stepper
+(:func:`_descend`): k steps of size η are saved at t = k·η.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 from jaxtyping import Array, Float, PyTree
 
 from .hierarchy import (
@@ -23,6 +27,7 @@ from .hierarchy import (
     solver_stats,
 )
 from .kernels import kernel_tower
+from .losses import AbstractLoss, check_labels, resolve_loss
 from .networks import trained_filter
 
 
@@ -47,10 +52,12 @@ def gradient_flow(
     rtol: float = 1e-9,
     atol: float = 1e-9,
     max_steps: int = 100_000,
+    loss: str | AbstractLoss = "mse",
 ) -> Trajectory:
     """Gradient flow dθ/dt = −∇θ L(θ) of the real network, from its current
     parameters, integrated by Diffrax with the error of the whole trained
-    parameter vector controlled in the L2 norm (:func:`l2_norm`).
+    parameter vector controlled in the L2 norm (:func:`l2_norm`). ``loss``:
+    ``"mse"``, ``"logistic"`` (labels ±1) or an :class:`~nth_dynamics.AbstractLoss`.
 
     Returns a :class:`~nth_dynamics.hierarchy.Trajectory`: ``f`` (len(ts),
     N_eval) on ``x_eval`` (default ``x_train``; first n rows = train) and
@@ -59,17 +66,20 @@ def gradient_flow(
     x_train, y_train, ts = map(jnp.asarray, (x_train, y_train, ts))
     x_eval = x_train if x_eval is None else jnp.asarray(x_eval)
     _check_reference_inputs(x_train, y_train, x_eval)
+    loss = resolve_loss(loss)
+    check_labels(loss, y_train)
     trajectory = _gradient_flow(
-        model, filter_spec, x_train, y_train, ts, x_eval, _solver(solver), jnp.asarray(rtol), jnp.asarray(atol), max_steps
+        model, filter_spec, x_train, y_train, ts, x_eval, _solver(solver), jnp.asarray(rtol), jnp.asarray(atol), max_steps,
+        loss,
     )
     check_solution(trajectory, "reference gradient-flow")
     return trajectory
 
 
 @eqx.filter_jit
-def _gradient_flow(model, filter_spec, x_train, y_train, ts, x_eval, solver, rtol, atol, max_steps):
+def _gradient_flow(model, filter_spec, x_train, y_train, ts, x_eval, solver, rtol, atol, max_steps, loss):
     params0, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
-    loss_gradient = jax.grad(_loss_of(static, x_train, y_train))
+    loss_gradient = jax.grad(_loss_of(static, x_train, y_train, loss))
 
     def vector_field(t, params, args):
         return jax.tree.map(jnp.negative, loss_gradient(params))
@@ -92,42 +102,88 @@ def gradient_descent(
     x_eval: Float[Array, "n_eval d"] | None = None,
     *,
     filter_spec: PyTree | None = None,
+    loss: str | AbstractLoss = "mse",
 ) -> Trajectory:
     """Full-batch gradient descent θ ← θ − lr ∇θ L(θ), ``steps`` steps, saving
     every ``save_every`` steps (and at step 0). The same system as gradient
     flow sampled at t = k·lr, up to an O(lr) gap that no width removes (docs/theory.md §1).
+    ``loss`` as for :func:`gradient_flow`.
 
     ``ts`` of the result are the gradient-flow times k·lr of the saves.
     """
-    if not (isinstance(steps, int) and isinstance(save_every, int) and steps >= 0 and save_every >= 1):
-        raise ValueError(f"steps must be an integer ≥ 0 and save_every ≥ 1, got {steps}, {save_every}")
-    if steps % save_every:
-        raise ValueError(f"steps ({steps}) must be a multiple of save_every ({save_every})")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
-    x_train, y_train = jnp.asarray(x_train), jnp.asarray(y_train)
-    x_eval = x_train if x_eval is None else jnp.asarray(x_eval)
-    _check_reference_inputs(x_train, y_train, x_eval)
-    return _gradient_descent(model, filter_spec, x_train, y_train, lr, steps // save_every, save_every, x_eval)
+    x_train, y_train, x_eval, loss = _check_descent_inputs(x_train, y_train, lr, steps, save_every, x_eval, loss)
+    return _gradient_descent(model, filter_spec, x_train, y_train, lr, steps // save_every, save_every, x_eval, loss)
 
 
 @eqx.filter_jit
-def _gradient_descent(model, filter_spec, x_train, y_train, lr, n_saves, save_every, x_eval):
+def _gradient_descent(model, filter_spec, x_train, y_train, lr, n_saves, save_every, x_eval, loss):
     params0, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
-    loss_gradient = jax.grad(_loss_of(static, x_train, y_train))
+    loss_gradient = jax.grad(_loss_of(static, x_train, y_train, loss))
 
     def step(params, _):
         return jax.tree.map(lambda p, g: p - lr * g, params, loss_gradient(params)), None
 
-    def save(params):
-        return _outputs_and_ntk(eqx.combine(params, static), filter_spec, x_train, x_eval)
+    return _descend(step, params0, lambda params: params, static, filter_spec, x_train, x_eval, lr, n_saves, save_every)
 
-    def chunk(params, _):
-        params, _ = jax.lax.scan(step, params, None, length=save_every)
-        return params, save(params)
 
-    _, (f, ntk) = jax.lax.scan(chunk, params0, None, length=n_saves)
-    f0, ntk0 = save(params0)
+def optax_reference(
+    model: eqx.Module,
+    x_train: Float[Array, "n d"],
+    y_train: Float[Array, " n"],
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    save_every: int,
+    x_eval: Float[Array, "n_eval d"] | None = None,
+    *,
+    lr: float,
+    filter_spec: PyTree | None = None,
+    loss: str | AbstractLoss = "mse",
+) -> Trajectory:
+    """Full-batch training by an optax optimizer on the loss of
+    :func:`gradient_descent` (the same normalisation: ``optax.sgd(lr)`` is
+    gradient descent with step lr), ``steps`` steps, saving every
+    ``save_every`` steps (and at step 0), at the times t = k·lr.
+
+    A reference the hierarchy does not describe (momentum, Adam, …:
+    docs/theory.md §9): it shows where a gradient-flow description stops.
+    ``optimizer`` is any ``optax.GradientTransformation`` (e.g. from
+    :func:`~nth_dynamics.make_optimizer`); ``lr`` the step it was built
+    with, which sets the time axis; ``loss`` as for :func:`gradient_flow`.
+    """
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    x_train, y_train, x_eval, loss = _check_descent_inputs(x_train, y_train, lr, steps, save_every, x_eval, loss)
+    return _optax_reference(model, filter_spec, x_train, y_train, optimizer, lr, steps // save_every, save_every, x_eval, loss)
+
+
+@eqx.filter_jit
+def _optax_reference(model, filter_spec, x_train, y_train, optimizer, lr, n_saves, save_every, x_eval, loss):
+    params0, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
+    loss_gradient = jax.grad(_loss_of(static, x_train, y_train, loss))
+
+    def step(carry, _):
+        params, state = carry
+        updates, state = optimizer.update(loss_gradient(params), state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    carry0 = (params0, optimizer.init(params0))
+    return _descend(step, carry0, lambda carry: carry[0], static, filter_spec, x_train, x_eval, lr, n_saves, save_every)
+
+
+def _descend(step, carry0, params_of, static, filter_spec, x_train, x_eval, lr, n_saves, save_every) -> Trajectory:
+    """``n_saves × save_every`` applications of ``step`` (a ``lax.scan`` body
+    on ``carry``, whose parameters are ``params_of(carry)``), saving the outputs
+    and K2 at step 0 and every ``save_every`` steps, at the times k·lr."""
+
+    def save(carry):
+        return _outputs_and_ntk(eqx.combine(params_of(carry), static), filter_spec, x_train, x_eval)
+
+    def chunk(carry, _):
+        carry, _ = jax.lax.scan(step, carry, None, length=save_every)
+        return carry, save(carry)
+
+    _, (f, ntk) = jax.lax.scan(chunk, carry0, None, length=n_saves)
+    f0, ntk0 = save(carry0)
     ts = lr * save_every * jnp.arange(n_saves + 1, dtype=f0.dtype)
     no_solver = jnp.asarray(n_saves * save_every)
     return Trajectory(
@@ -143,14 +199,14 @@ def _gradient_descent(model, filter_spec, x_train, y_train, lr, n_saves, save_ev
     )
 
 
-def loss(model: eqx.Module, x_train: Array, y_train: Array) -> Array:
-    """L = (1/2n) Σ_a (f(x_a) − y_a)²."""
-    return jnp.mean((jax.vmap(model)(x_train) - y_train) ** 2) / 2
+def loss(model: eqx.Module, x_train: Array, y_train: Array, kind: str | AbstractLoss = "mse") -> Array:
+    """L = (1/n) Σ_a ℓ(f(x_a), y_a); for the squared loss ``kind="mse"``, (1/2n) Σ_a (f(x_a) − y_a)²."""
+    return resolve_loss(kind).mean(jax.vmap(model)(x_train), y_train)
 
 
-def _loss_of(static, x_train, y_train):
+def _loss_of(static, x_train, y_train, kind):
     def loss_of_params(params):
-        return loss(eqx.combine(params, static), x_train, y_train)
+        return loss(eqx.combine(params, static), x_train, y_train, kind)
 
     return loss_of_params
 
@@ -159,6 +215,21 @@ def _outputs_and_ntk(model, filter_spec, x_train, x_eval):
     # filter_spec None: the model's own trained set, so networks take the structured path
     (ntk,) = kernel_tower(model, x_train, 2, x_eval, filter_spec=filter_spec, batch_size=x_train.shape[0])
     return jax.vmap(model)(x_eval), ntk
+
+
+def _check_descent_inputs(x_train, y_train, lr, steps, save_every, x_eval, loss):
+    if not (isinstance(steps, int) and isinstance(save_every, int) and steps >= 0 and save_every >= 1):
+        raise ValueError(f"steps must be an integer ≥ 0 and save_every ≥ 1, got {steps}, {save_every}")
+    if steps % save_every:
+        raise ValueError(f"steps ({steps}) must be a multiple of save_every ({save_every})")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    x_train, y_train = jnp.asarray(x_train), jnp.asarray(y_train)
+    x_eval = x_train if x_eval is None else jnp.asarray(x_eval)
+    _check_reference_inputs(x_train, y_train, x_eval)
+    loss = resolve_loss(loss)
+    check_labels(loss, y_train)
+    return x_train, y_train, x_eval, loss
 
 
 def _check_reference_inputs(x_train: Array, y_train: Array, x_eval: Array) -> None:
@@ -170,4 +241,4 @@ def _check_reference_inputs(x_train: Array, y_train: Array, x_eval: Array) -> No
         raise ValueError(f"x_eval must have shape (N_eval, {x_train.shape[1]}), got {x_eval.shape}")
 
 
-__all__ = ["SOLVERS", "gradient_descent", "gradient_flow", "l2_norm", "loss"]
+__all__ = ["SOLVERS", "gradient_descent", "gradient_flow", "l2_norm", "loss", "optax_reference"]

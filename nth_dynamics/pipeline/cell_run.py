@@ -22,8 +22,9 @@ from ..engine.function_model import cast_floating
 from ..engine.hierarchy import SUCCESSFUL, SolverError, check_solution, solve_nth
 from ..engine.kernels import kernel_tower, lambda_min
 from ..engine.networks import make_ensemble, stack_ensemble
+from ..engine.optimizers import make_optimizer
 from ..engine.reduced import BasisError, reduced_hierarchy
-from ..engine.reference import gradient_descent, gradient_flow
+from ..engine.reference import gradient_descent, gradient_flow, optax_reference
 from .cells import Cell, CellSpec
 from .estimates import estimate_cell
 from .results import cell_dataset
@@ -78,6 +79,7 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
         time_scale=time_scale if spec.time.unit != "t" else None,
         reduced=reduced,
         save_kernels=spec.save_kernels,
+        loss=spec.loss,
         attrs={
             "cell_id": cell.id,
             "cell_spec": json.dumps(_spec_record(cell), sort_keys=True),
@@ -109,7 +111,7 @@ def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, sta
             trajectory = jax.block_until_ready(
                 _solve_nth_batch(
                     tower[: p - 1], f0, data.y_train, ts,
-                    hierarchy.solver, hierarchy.rtol, hierarchy.atol, hierarchy.max_steps,
+                    hierarchy.solver, hierarchy.rtol, hierarchy.atol, hierarchy.max_steps, spec.loss,
                 )
             )
             if hierarchy.on_failure == "stop":
@@ -194,16 +196,25 @@ def _spec_record(cell: Cell) -> dict:
 
 def _reference(cell: Cell, ensemble, data, ts):
     """The reference training of the batch (gradient flow at the per-seed save
-    times ``ts``, or gradient descent), checked to have reached the last save."""
+    times ``ts``, gradient descent or an optax optimizer), on the cell's loss,
+    checked to have reached the last save."""
     spec: CellSpec = cell.spec
     reference = spec.reference
     if reference.method == "gradient_descent":
         steps, save_every = descent_steps(spec.time, reference)
-        ref = _gradient_descent_batch(ensemble, data.x_train, data.y_train, reference.lr, steps, save_every, data.x_eval)
+        ref = _gradient_descent_batch(
+            ensemble, data.x_train, data.y_train, reference.lr, steps, save_every, data.x_eval, spec.loss
+        )
+    elif reference.method == "optax":
+        steps, save_every = descent_steps(spec.time, reference)
+        optimizer = make_optimizer(reference.optimizer, reference.lr, dict(reference.optimizer_options))
+        ref = _optax_batch(
+            ensemble, data.x_train, data.y_train, optimizer, reference.lr, steps, save_every, data.x_eval, spec.loss
+        )
     else:
         ref = _gradient_flow_batch(
             ensemble, data.x_train, data.y_train, ts, data.x_eval,
-            reference.solver, reference.rtol, reference.atol, reference.max_steps,
+            reference.solver, reference.rtol, reference.atol, reference.max_steps, spec.loss,
         )
     ref = jax.block_until_ready(ref)
     _check(ref, "reference", cell)
@@ -252,28 +263,37 @@ def _initial_tower(ensemble, x_train, x_eval, order: int, batch_size: int):
 
 
 @eqx.filter_jit
-def _solve_nth_batch(tower, f0, y_train, ts, solver: str, rtol: float, atol: float, max_steps: int):
+def _solve_nth_batch(tower, f0, y_train, ts, solver: str, rtol: float, atol: float, max_steps: int, loss: str):
     def one(kernels, f, ts):
-        return solve_nth(kernels, f, y_train, ts, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps)
+        return solve_nth(kernels, f, y_train, ts, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps, loss=loss)
 
     return eqx.filter_vmap(one)(tower, f0, ts)
 
 
 @eqx.filter_jit
-def _gradient_flow_batch(ensemble, x_train, y_train, ts, x_eval, solver: str, rtol: float, atol: float, max_steps: int):
+def _gradient_flow_batch(
+    ensemble, x_train, y_train, ts, x_eval, solver: str, rtol: float, atol: float, max_steps: int, loss: str
+):
     def one(model, ts):
         return gradient_flow(
-            model, x_train, y_train, ts, x_eval, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps
+            model, x_train, y_train, ts, x_eval, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps, loss=loss
         )
 
     return eqx.filter_vmap(one)(ensemble, ts)
 
 
 @eqx.filter_jit
-def _gradient_descent_batch(ensemble, x_train, y_train, lr: float, steps: int, save_every: int, x_eval):
-    return eqx.filter_vmap(lambda model: gradient_descent(model, x_train, y_train, lr, steps, save_every, x_eval))(
-        ensemble
-    )
+def _gradient_descent_batch(ensemble, x_train, y_train, lr: float, steps: int, save_every: int, x_eval, loss: str):
+    return eqx.filter_vmap(
+        lambda model: gradient_descent(model, x_train, y_train, lr, steps, save_every, x_eval, loss=loss)
+    )(ensemble)
+
+
+@eqx.filter_jit
+def _optax_batch(ensemble, x_train, y_train, optimizer, lr: float, steps: int, save_every: int, x_eval, loss: str):
+    return eqx.filter_vmap(
+        lambda model: optax_reference(model, x_train, y_train, optimizer, steps, save_every, x_eval, lr=lr, loss=loss)
+    )(ensemble)
 
 
 

@@ -26,17 +26,21 @@ from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from .._schema import Activation, Group, Section
 from ..engine.networks import BRANCHES, READOUTS
-from .schema import DataSpec, FileData, Hierarchy, Reference, Time
+from .schema import DataSpec, FileData, Hierarchy, Loss, Reference, Time
 
 LEFT_OUT_AT_DEFAULT: dict[tuple[str, str], Any] = {
     ("hierarchy", "on_failure"): "stop",
     ("time", "unit"): "t",
     ("hierarchy", "basis"): "full",
     ("hierarchy", "basis_tol"): 1e-12,
+    ("reference", "optimizer"): None,
+    ("reference", "optimizer_options"): {},
+    ("", "loss"): "mse",
 }
 """(section, field) → the default that is left out of the id payload: fields
 added after results were written enter the id only when they change what a
-cell computes. A new field with a default is one line here."""
+cell computes. A new field with a default is one line here (section ``""``:
+a top-level field of the cell)."""
 
 
 class NetworkSpec(Section):
@@ -79,6 +83,8 @@ class CellSpec(Section):
     reference: Reference
     time: Time
     save_kernels: bool
+    loss: Loss = "mse"
+    """The training loss of the NTH and of the reference (docs/theory.md §9)."""
     memory_budget_gb: PositiveFloat
     """Picks the tower's direction chunk and the seed batch only: the same numbers either way."""
     data_sha256: str | None = None
@@ -111,8 +117,9 @@ class CellSpec(Section):
         if isinstance(self.data, FileData):
             payload["data"]["sha256"] = self.data_sha256
         for (section, field), default in LEFT_OUT_AT_DEFAULT.items():
-            if payload[section][field] == default:
-                del payload[section][field]
+            fields = payload[section] if section else payload
+            if fields[field] == default:
+                del fields[field]
         return payload
 
     def id(self, model: ModelFactory | None = None) -> str:

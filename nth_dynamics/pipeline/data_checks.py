@@ -1,5 +1,6 @@
 """Checks of a scenario's data section against the data itself: the sizes
-of the bundled digits, and a user file (its path resolved, its shape read)."""
+of the bundled digits, a user file (its path resolved, its shape read), and
+the labels a loss needs (the logistic loss: ±1)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 from .._schema import fail
 from ..data import digits_problem, read_file_arrays
-from .schema import DigitsData, FileData
+from ..engine.losses import AbstractLoss
+from .schema import DigitsData, FileData, _DataBase
 
 
 def check_digits(data: DigitsData, source: str) -> None:
@@ -54,9 +56,31 @@ def resolve_file_data(data: FileData, source: str, base_dir: Path) -> FileData:
     return data.model_copy(update=updates)
 
 
+def check_labels(data: _DataBase, loss: AbstractLoss, source: str) -> None:
+    """The labels of ``data`` against what ``loss`` needs: any for a
+    regression loss (mse); for a classification loss (logistic) labels ±1,
+    which digits give and a file may (its rows the cells use are read).
+    Sphere and teacher labels, and label noise, are real numbers."""
+    if not loss.classification:
+        return
+    if data.label_noise:
+        fail(source, "data.label_noise", f"got {data.label_noise:g}, allowed: 0 with loss {loss.name} "
+             "(noise makes the labels real numbers)")
+    if isinstance(data, FileData):
+        _, y_train, _, y_test = read_file_arrays(Path(data.path))
+        for name, labels in (("y_train", y_train[: max(data.n_train)]), ("y_test", y_test[: data.n_test])):
+            problem = loss.label_problem(labels)
+            if problem is not None:
+                fail(source, "data.path", f"{Path(data.path).name}: {name}: {problem}; allowed with loss "
+                     f"{loss.name}: a file whose labels are +1 and −1")
+    elif not isinstance(data, DigitsData):
+        fail(source, "data.kind", f"got {data.kind!r}, whose labels are real numbers; allowed with loss "
+             f"{loss.name}: digits, or a file of labels +1 and −1")
+
+
 def file_digest(path: str) -> str:
     """sha256 of a data file's contents (a cell id holds it instead of the path)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-__all__ = ["check_digits", "file_digest", "resolve_file_data"]
+__all__ = ["check_digits", "check_labels", "file_digest", "resolve_file_data"]

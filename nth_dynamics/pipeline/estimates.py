@@ -67,6 +67,8 @@ def estimate_spec(spec: CellSpec, model: ModelFactory | None = None) -> dict[str
     nth_solver = _solver_copies(hierarchy.solver, state) * itemsize
     if reference.method == "gradient_descent":
         ref_solver = 2 * n_trained * itemsize
+    elif reference.method == "optax":
+        ref_solver = 4 * n_trained * itemsize  # descent's two copies and up to two moments (adam, rmsprop)
     else:
         # Runge–Kutta stages plus ~8 more parameter-sized buffers (the
         # controller's previous state and error estimate, the loss gradient and

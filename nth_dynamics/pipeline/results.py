@@ -26,16 +26,27 @@ import xarray as xr
 from .._files import output_format, read_dataset, write_dataset
 from .._provenance import base_attributes
 from ..engine.kernels import lambda_min
+from ..engine.losses import Squared, resolve_loss
 
 CELL_DIMS = ("seed", "order", "time", "point", "train_point", "rank")
+
+LOSS_VARIABLES: dict[str, str] = {
+    "loss_nth": "training loss {} of the truncated NTH",
+    "loss_ref": "training loss {} of the reference",
+}
+"""The loss variables → their long_name, a template filled with the formula
+of the scenario's loss (:attr:`~nth_dynamics.AbstractLoss.formula`)."""
 
 VARIABLES: dict[str, tuple[str, str]] = {
     "f_nth": ("network output predicted by the NTH truncated at order p", "1"),
     "f_ref": ("network output under the reference training", "1"),
     "y": ("label (training labels include the label noise)", "1"),
     "point_valid": ("the point slot holds a point of this n_train (else padding)", "1"),
-    "loss_nth": ("training loss (1/2n) sum_a (f_a - y_a)^2 of the truncated NTH", "1"),
-    "loss_ref": ("training loss (1/2n) sum_a (f_a - y_a)^2 of the reference", "1"),
+    **{name: (template.format(Squared.formula), "1") for name, template in LOSS_VARIABLES.items()},
+    "accuracy_nth": ("fraction of training points with sign(f_nth) = y (loss logistic)", "1"),
+    "accuracy_ref": ("fraction of training points with sign(f_ref) = y (loss logistic)", "1"),
+    "test_accuracy_nth": ("fraction of test points with sign(f_nth) = y (loss logistic)", "1"),
+    "test_accuracy_ref": ("fraction of test points with sign(f_ref) = y (loss logistic)", "1"),
     "truncation_error": ("truncation error E_p = ||f_ref - f_nth||_2 / sqrt(n) over the training points", "1"),
     "test_error": ("truncation error ||f_ref - f_nth||_2 / sqrt(n_test) over the test points", "1"),
     "kernel_magnitude": ("max |K(r)| at initialisation over the training rows", "1"),
@@ -101,6 +112,7 @@ def cell_dataset(
     time_scale: np.ndarray | None = None,
     nth_failed: np.ndarray | None = None,
     reduced: Mapping[str, np.ndarray] | None = None,
+    loss: str = "mse",
     attrs: Mapping[str, Any],
 ) -> xr.Dataset:
     """The Dataset of one cell, all seeds (dims seed, order, time, point,
@@ -120,18 +132,22 @@ def cell_dataset(
     (seed, rank: every rank to the largest order); ``tower0`` then holds K2
     alone, and ``kernel_magnitude`` is NaN for r ≥ 3 (the full tensors were
     never formed: the projected magnitudes never stand under their name).
+    ``loss``: the training loss (a name of :data:`~nth_dynamics.engine.losses.LOSSES`)
+    of ``loss_nth`` and ``loss_ref``; a classification loss adds the
+    accuracies on the training and the test points.
     """
     n = y_train.shape[0]
     y = np.concatenate([y_train, y_test])
     train, test = slice(0, n), slice(n, None)
     magnitudes = np.stack([np.abs(k[:, train]).reshape(len(seeds), -1).max(axis=1) for k in tower0], axis=1)
     difference = f_ref[:, None] - f_nth
+    objective = resolve_loss(loss)
     data_vars = {
         "f_nth": (("seed", "order", "time", "point"), f_nth),
         "f_ref": (("seed", "time", "point"), f_ref),
         "y": (("point",), y),
-        "loss_nth": (("seed", "order", "time"), _loss(f_nth[..., train], y_train)),
-        "loss_ref": (("seed", "time"), _loss(f_ref[..., train], y_train)),
+        "loss_nth": (("seed", "order", "time"), objective.mean(f_nth[..., train], y_train, np)),
+        "loss_ref": (("seed", "time"), objective.mean(f_ref[..., train], y_train, np)),
         "truncation_error": (("seed", "order", "time"), _rms(difference[..., train])),
         "test_error": (("seed", "order", "time"), _rms(difference[..., test])),
         "kernel_magnitude": (("seed", "rank"), magnitudes),
@@ -143,6 +159,10 @@ def cell_dataset(
         "ref_num_steps": (("seed",), ref_stats["num_steps"]),
         "ref_num_rejected_steps": (("seed",), ref_stats["num_rejected_steps"]),
     }
+    if objective.classification:
+        for prefix, split, labels in (("", train, y_train), ("test_", test, y_test)):
+            data_vars[f"{prefix}accuracy_nth"] = (("seed", "order", "time"), objective.accuracy(f_nth[..., split], labels))
+            data_vars[f"{prefix}accuracy_ref"] = (("seed", "time"), objective.accuracy(f_ref[..., split], labels))
     if nth_failed is not None:
         data_vars["nth_failed"] = (("seed", "order"), np.asarray(nth_failed, dtype=bool))
     if reduced is not None:
@@ -168,11 +188,10 @@ def cell_dataset(
         "train_point": np.arange(n),
         "rank": np.arange(2, 2 + (len(tower0) if reduced is None else np.shape(reduced["projected_kernel_magnitude"])[1])),
     }
-    return annotate(xr.Dataset(data_vars, coords=coords, attrs=dict(attrs)))
-
-
-def _loss(f: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return 0.5 * np.mean((f - y) ** 2, axis=-1)
+    ds = annotate(xr.Dataset(data_vars, coords=coords, attrs=dict(attrs)))
+    for name, template in LOSS_VARIABLES.items():
+        ds[name].attrs["long_name"] = template.format(objective.formula)
+    return ds
 
 
 def _rms(difference: np.ndarray) -> np.ndarray:
@@ -187,9 +206,12 @@ def _drift(ntk: np.ndarray, axis_time: int) -> np.ndarray:
 
 
 def annotate(ds: xr.Dataset) -> xr.Dataset:
-    """Attach CF ``long_name`` and ``units`` to every known variable and coordinate."""
+    """Attach CF ``long_name`` and ``units`` to every known variable and
+    coordinate (a loss variable keeps the long_name of its loss, if it has one)."""
     for name, (long_name, units) in {**VARIABLES, **COORDINATES}.items():
         if name in ds.variables:
+            if name in LOSS_VARIABLES:
+                long_name = ds[name].attrs.get("long_name", long_name)
             ds[name].attrs.update(long_name=long_name, units=units)
     if "time_scale" in ds and "time" in ds.coords:  # time.unit: n_over_lambda_min
         ds["time"].attrs.update(long_name=SCALED_TIME)
@@ -255,7 +277,10 @@ def combine(grid: Mapping[str, Sequence], cells: Sequence, cell_datasets: Mappin
         train_point=np.arange(n_max),
         rank=first["rank"].values,
     )
-    return annotate(xr.Dataset(data_vars, coords=coords))
+    ds = annotate(xr.Dataset(data_vars, coords=coords))
+    for name in LOSS_VARIABLES:  # the cells' loss, not the default's
+        ds[name].attrs["long_name"] = first[name].attrs["long_name"]
+    return ds
 
 
 def provenance(scenario, *, stage_times: Mapping[str, Any], cells: Sequence[Mapping[str, Any]], command: str | None = None) -> dict[str, Any]:

@@ -49,19 +49,24 @@ from pydantic import (
 
 from .._schema import ScenarioError, Section, Sweep
 from .._schema import fail as _fail
+from ..engine.losses import resolve_loss
 from ..engine.networks import residual_scale
+from ..engine.optimizers import OPTIMIZERS, option_problem
 from ..theory.studies import STUDIES, StudyError, StudySpec
 from .cells import Cell, CellSpec, NetworkSpec
 from .data_checks import check_digits as _check_digits
+from .data_checks import check_labels as _check_labels
 from .data_checks import file_digest, resolve_file_data
 from .loading import apply_override, as_tuples, describe, read_yaml
 from .schema import (
     DATA_KINDS,
+    DESCENT_METHODS,
     FINITE_WIDTH_FIELDS,
     DataSpec,
     DigitsData,
     FileData,
     Hierarchy,
+    Loss,
     Network,
     Output,
     Reference,
@@ -103,6 +108,10 @@ class Scenario(Section):
     network: Network = Network()
     hierarchy: Hierarchy = Hierarchy()
     reference: Reference = Reference()
+    loss: Loss = "mse"
+    """The training loss of the NTH and of the reference (docs/theory.md §9):
+    ``mse`` (1/2n) Σ (f − y)², or ``logistic`` (1/n) Σ log(1 + e^(−y f)) for
+    labels ±1 (digits, or a file of ±1 labels), which adds the accuracies."""
     time: Time = Time()
     output: Output = Output()
     infinite_width: StudySpec | None = None
@@ -200,6 +209,7 @@ class Scenario(Section):
             save_kernels=self.output.save_kernels,
             memory_budget_gb=self.memory_budget_gb,
             data_sha256=data_sha256,
+            loss=self.loss,
         )
 
 
@@ -287,11 +297,11 @@ def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:
         _fail(source, "network.depth", "got 0, allowed: depth ≥ 1 for resnet (ffnet allows 0)")
 
     ref, time = scn.reference, scn.time
-    if ref.method == "gradient_descent":
+    if ref.method in DESCENT_METHODS:
         if ref.lr is None:
-            _fail(source, "reference.lr", "required field is missing; allowed: a learning rate > 0 for gradient_descent")
+            _fail(source, "reference.lr", f"required field is missing; allowed: a learning rate > 0 for {ref.method}")
         if time.spacing != "linear":
-            _fail(source, "time.spacing", "got 'log', allowed: 'linear' with reference.method gradient_descent")
+            _fail(source, "time.spacing", f"got 'log', allowed: 'linear' with reference.method {ref.method}")
         steps = round(time.t1 / ref.lr)
         if steps < 1 or not math.isclose(steps * ref.lr, time.t1, rel_tol=1e-9):
             _fail(source, "reference.lr", f"t1/lr = {time.t1 / ref.lr:g} is not a whole number of steps; allowed: lr dividing time.t1")
@@ -303,18 +313,23 @@ def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:
                 "allowed: n_saves − 1 dividing t1/lr",
             )
     elif ref.lr is not None:
-        _fail(source, "reference.lr", "applies only to method gradient_descent; allowed: remove it (null)")
-    if time.unit == "n_over_lambda_min" and ref.method == "gradient_descent":
+        _fail(source, "reference.lr", "applies only to methods gradient_descent and optax; allowed: remove it (null)")
+    _check_optimizer(ref, source)
+    if time.unit == "n_over_lambda_min" and ref.method in DESCENT_METHODS:
         _fail(
             source,
             "time.unit",
             "n_over_lambda_min gives every seed its own gradient-flow time, which fixed descent steps cannot follow; "
-            "allowed: 't' with gradient_descent, or reference.method gradient_flow",
+            f"allowed: 't' with {ref.method}, or reference.method gradient_flow",
         )
     hierarchy = scn.hierarchy
     if hierarchy.basis == "reduced" and hierarchy.on_failure == "record":
         _fail(source, "hierarchy.on_failure", "got 'record', allowed: 'stop' with basis reduced (a reduced solve "
               "that fails, or whose basis error is too large, stops the sweep)")
+    if hierarchy.basis == "reduced" and scn.loss != "mse":
+        # reduced_hierarchy seeds and enlarges its basis with residuals f − y, not ℓ′
+        _fail(source, "hierarchy.basis", f"basis: reduced supports loss: mse only (got loss {scn.loss!r}); "
+              "allowed: basis full, or loss mse")
     if hierarchy.basis == "full" and "basis_tol" in hierarchy.model_fields_set:
         _fail(source, "hierarchy.basis_tol", "applies only to basis reduced; allowed: remove it, or basis: reduced")
     if time.t_min is not None:
@@ -336,7 +351,23 @@ def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:
         _check_digits(data, source)
     elif isinstance(data, TeacherData) and data.teacher == "harmonic" and data.d < 2:
         _fail(source, "data.d", f"got {data.d}, allowed: d ≥ 2 for a spherical-harmonic teacher")
+    _check_labels(data, resolve_loss(scn.loss), source)
     return scn.model_copy(update={"data": data})
+
+
+def _check_optimizer(ref: Reference, source: str) -> None:
+    """``reference.optimizer`` and its options: required with, and only with,
+    method optax; each option a keyword of the optax function."""
+    if ref.method != "optax":
+        for name in ("optimizer", "optimizer_options"):
+            if name in ref.model_fields_set:
+                _fail(source, f"reference.{name}", "applies only to method optax; allowed: remove it, or method: optax")
+        return
+    if ref.optimizer is None:
+        _fail(source, "reference.optimizer", f"required field is missing for method optax; allowed: {', '.join(OPTIMIZERS)}")
+    problem = option_problem(ref.optimizer, dict(ref.optimizer_options))
+    if problem is not None:
+        _fail(source, f"reference.optimizer_options.{problem[0]}", problem[1])
 
 
 def _resolve_infinite_width(scn: Scenario, source: str) -> Scenario:

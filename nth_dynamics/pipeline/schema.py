@@ -10,8 +10,9 @@ value or a list (a grid or batch axis of the scenario, see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from jaxtyping import Float
@@ -21,6 +22,7 @@ from pydantic import (
     Field,
     NonNegativeFloat,
     NonNegativeInt,
+    PlainSerializer,
     PositiveFloat,
     PositiveInt,
 )
@@ -37,7 +39,9 @@ from .._schema import (
 )
 from ..engine.hierarchy import SOLVERS
 from ..engine.kernels import MAX_ORDER
+from ..engine.losses import LOSSES
 from ..engine.networks import BRANCHES, READOUTS
+from ..engine.optimizers import OPTIMIZERS
 
 
 def _order_in_range(order: int) -> int:
@@ -48,6 +52,26 @@ def _order_in_range(order: int) -> int:
 
 Order = Annotated[int, AfterValidator(_order_in_range)]
 Solver = Literal[tuple(SOLVERS)]  # type: ignore[valid-type]
+Loss = Literal[tuple(LOSSES)]  # type: ignore[valid-type]
+"""The scenario's ``loss``: a name of :data:`nth_dynamics.engine.losses.LOSSES`."""
+
+
+def _option_pairs(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise ValueError("allowed: a mapping of the optax optimizer's keyword arguments, e.g. {momentum: 0.9}")  # noqa: TRY004 (pydantic reports ValueError)
+    return tuple(sorted(value.items()))
+
+
+OptimizerOptions = Annotated[
+    tuple[tuple[str, Any], ...],  # the values are checked against the optax function (scenario._check_optimizer)
+    BeforeValidator(_option_pairs),
+    PlainSerializer(dict, return_type=dict),
+]
+"""Keyword arguments of an optax optimizer: a YAML mapping, stored as sorted
+(name, value) pairs so that a scenario stays hashable, written back as a mapping."""
+
+DESCENT_METHODS = ("gradient_descent", "optax")
+"""Reference methods that take ``lr`` steps, saved at t = k·lr."""
 
 
 class _DataBase(Section):
@@ -171,9 +195,15 @@ class Hierarchy(Section):
 class Reference(Section):
     """Training of the real network the NTH is compared with (docs/theory.md §1)."""
 
-    method: Literal["gradient_flow", "gradient_descent"] = "gradient_flow"
+    method: Literal["gradient_flow", "gradient_descent", "optax"] = "gradient_flow"
+    """``optax``: an optimizer of optax (``optimizer``), which the hierarchy does
+    not describe (docs/theory.md §9), stepped like gradient descent."""
     lr: PositiveFloat | None = None
-    """Learning rate, gradient_descent only; t1/lr steps."""
+    """Learning rate, gradient_descent and optax only; t1/lr steps."""
+    optimizer: Literal[tuple(OPTIMIZERS)] | None = None  # type: ignore[valid-type]
+    """method optax: the optax optimizer (sgd takes momentum and nesterov)."""
+    optimizer_options: OptimizerOptions = ()
+    """method optax: keyword arguments of the optimizer other than its learning rate."""
     solver: Solver = "tsit5"
     rtol: PositiveFloat = 1e-9
     atol: PositiveFloat = 1e-9
@@ -210,14 +240,14 @@ class Output(Section):
     """Also save the NTK trajectories ntk_nth and ntk_ref (N_eval × n per save)."""
 
 
-FINITE_WIDTH_FIELDS = ("seed", "precision", "data", "network", "hierarchy", "reference", "time")
+FINITE_WIDTH_FIELDS = ("seed", "precision", "data", "network", "hierarchy", "reference", "loss", "time")
 """Top-level fields that only ``kind: finite_width`` reads."""
 
 
 def save_times(time: Time, reference: Reference) -> Float[np.ndarray, " n_saves"]:
     """Save times from 0 to t1: linear, log (0 then a geometric grid from
-    t_min), or the gradient-descent times k·lr·save_every."""
-    if reference.method == "gradient_descent":
+    t_min), or the gradient-descent (and optax) times k·lr·save_every."""
+    if reference.method in DESCENT_METHODS:
         _, save_every = descent_steps(time, reference)
         return reference.lr * save_every * np.arange(time.n_saves, dtype=np.float64)
     if time.spacing == "log":
@@ -227,6 +257,6 @@ def save_times(time: Time, reference: Reference) -> Float[np.ndarray, " n_saves"
 
 
 def descent_steps(time: Time, reference: Reference) -> tuple[int, int]:
-    """(steps, save_every) of the gradient-descent reference."""
+    """(steps, save_every) of the gradient-descent or optax reference."""
     steps = round(time.t1 / reference.lr)
     return steps, steps // (time.n_saves - 1)
