@@ -84,7 +84,6 @@ def test_the_new_fields_at_their_defaults_leave_the_cell_ids_alone():
         ("data={kind: sphere}", "data.kind", "labels are real numbers"),
         ("data.label_noise=0.1", "data.label_noise", "allowed: 0 with loss logistic"),
         ("loss=hinge", "loss", "allowed: 'mse' or 'logistic'"),
-        ("hierarchy.basis=reduced", "hierarchy.basis", "basis: reduced supports loss: mse only"),
         ("reference={method: optax, lr: 0.4}", "reference.optimizer", "required field is missing"),
         ("reference={method: optax, lr: 0.4, optimizer: lbfgs}", "reference.optimizer", "allowed: 'sgd'"),
         ("reference={method: optax, lr: 0.4, optimizer: sgd, optimizer_options: {momentm: 0.9}}",

@@ -243,3 +243,29 @@ def test_an_estimate_above_the_accuracy_asked_is_an_error(training_problem):
     model, x_train, y_train, x_eval, ts, _ = training_problem
     with pytest.raises(BasisError, match="error estimate"):
         reduced_hierarchy(model, x_train, y_train, ts, (3,), x_eval, tol=1e-2, accuracy=1e-14, max_enlargements=0)
+
+
+def test_the_logistic_reduced_hierarchy_spans_l_prime_and_matches_the_full_one(training_problem):
+    """docs/theory.md §9: with another loss every projected index is contracted
+    with ℓ′, so the basis is the POD of ℓ′ trajectories. Labels ±1 (the signs
+    of the squared-loss problem's), p = 3; the basis must be a real reduction."""
+    model, x_train, y_train, x_eval, ts, _ = training_problem
+    n = len(x_train)
+    signs = jnp.where(y_train >= 0, 1.0, -1.0)
+    options = {"rtol": 1e-12, "atol": 1e-12}
+    reference = nd.gradient_flow(model, x_train, signs, jnp.linspace(0.0, 4.0, 33), x_eval, loss="logistic", **options)
+    logistic = nd.Logistic()
+    result = reduced_hierarchy(
+        model, x_train, signs, ts, (3,), x_eval, reference=logistic.derivative(reference.f[:, :n], signs),
+        reference_f=reference.f[::4], tol=1e-6, loss="logistic", **options,
+    )
+    assert result.rank < n
+    full_tower = nd.kernel_tower(model, x_train, 3, x_eval)
+    f0 = jax.vmap(model)(x_eval)
+    full = nd.solve_nth(full_tower, f0, signs, ts, loss="logistic", **options)
+    e_3 = float(jnp.max(jnp.linalg.norm(reference.f[::4, :n] - full.f[:, :n], axis=1)) / jnp.sqrt(n))
+    difference = float(jnp.max(jnp.abs(result.trajectories[0].f - full.f)))
+    assert difference <= 1e-3 * e_3
+    assert difference <= float(result.basis_error[0])
+    # a residual basis (f − y) is not what the logistic hierarchy contracts with: ℓ′ is
+    assert not jnp.allclose(logistic.derivative(full.f[:, :n], signs), full.f[:, :n] - signs)

@@ -49,6 +49,7 @@ from jaxtyping import Array, Float, PyTree
 
 from .basis import basis_rank, enlarge_basis, residual_basis
 from .hierarchy import Trajectory, closed_form_p2, solve_nth
+from .losses import AbstractLoss, resolve_loss
 from .kernels import Tower, default_batch_size, kernel_tower
 
 DENSE_SAVES = 64
@@ -110,6 +111,7 @@ def reduced_hierarchy(
     rtol: float = 1e-9,
     atol: float = 1e-9,
     max_steps: int = 100_000,
+    loss: str | AbstractLoss = "mse",
 ) -> ReducedHierarchy:
     """The NTH truncated at each of ``orders``, on a reduced basis built from
     the network's own trajectories, with its error estimate (module docstring).
@@ -120,11 +122,11 @@ def reduced_hierarchy(
         y_train: training labels (n,); ts: save times (non-decreasing, ≥ 0).
         orders: truncation orders p, 2 ≤ p ≤ 6; one tower to max(orders)
             serves them all, so they share one basis.
-        reference: residuals r_ref(t) = f_ref(t) − y of the reference
-            gradient flow on the training points (time_ref, n), at times
-            sampling [0, t1] (e.g. its saves): the seed of the basis
-            (recommended; without it the p = 2 residual seeds it, and p ≥ 4
-            usually needs a second enlargement).
+        reference: ℓ′(f_ref(t), y) of the reference gradient flow on the
+            training points (time_ref, n) — for the squared loss the
+            residuals f_ref(t) − y — at times sampling [0, t1] (e.g. its
+            saves): the seed of the basis (recommended; without it the p = 2
+            solution's ℓ′ seeds it, and p ≥ 4 usually needs a second enlargement).
         reference_f: the reference outputs on the evaluation points at ``ts``
             (time, N_eval); when given, the error ratio is relative to E_p.
         tol: POD truncation (:func:`~nth_dynamics.residual_basis`) for the
@@ -135,7 +137,9 @@ def reduced_hierarchy(
             (the estimate is still reported).
         max_enlargements: enlargements beyond the first while the estimate
             exceeds ``accuracy``.
-        solver, rtol, atol, max_steps: as for :func:`~nth_dynamics.solve_nth`.
+        solver, rtol, atol, max_steps, loss: as for :func:`~nth_dynamics.solve_nth`.
+            Every projected index is contracted with ℓ′, so the basis is the
+            POD of ℓ′ trajectories (for the squared loss, of residuals).
 
     Raises:
         BasisError: the estimate still exceeds ``accuracy`` after
@@ -144,14 +148,19 @@ def reduced_hierarchy(
     x_train, y_train, ts = map(jnp.asarray, (x_train, y_train, ts))
     x_eval = x_train if x_eval is None else jnp.asarray(x_eval)
     orders = tuple(sorted(set(orders)))
+    loss = resolve_loss(loss)
     n, order = x_train.shape[0], max(orders)
     tower_options = {"filter_spec": filter_spec, "batch_size": batch_size}
     solve_options = {"solver": solver, "rtol": rtol, "atol": atol, "max_steps": max_steps}
     grid, at_saves = _sampling_grid(ts)
     f0 = jax.vmap(model)(x_eval)
     (ntk0,) = kernel_tower(model, x_train, 2, x_eval, **tower_options)
-    p2 = closed_form_p2(ntk0, f0, y_train, grid)
-    seed = p2[:, :n] - y_train if reference is None else jnp.asarray(reference)
+    if loss.closed_form:
+        p2 = closed_form_p2(ntk0, f0, y_train, grid, loss=loss)
+    else:
+        p2 = solve_nth((ntk0,), f0, y_train, grid, loss=loss, **solve_options).f
+    # every projected index is contracted with ℓ′ (the residual for the squared loss): ℓ′ is what V must span
+    seed = loss.derivative(p2[:, :n], y_train) if reference is None else jnp.asarray(reference)
     def chunk_rank(k: int) -> int:
         """k rounded up to a whole number of the tower's direction chunks: the
         last chunk would otherwise be padded with zero directions
@@ -172,11 +181,13 @@ def reduced_hierarchy(
 
     def solve_all(basis):
         tower = kernel_tower(model, x_train, order, x_eval, basis=basis, **tower_options)
-        return tower, [solve_nth(tower[: p - 1], f0, y_train, grid, basis=basis, **solve_options) for p in orders]
+        return tower, [
+            solve_nth(tower[: p - 1], f0, y_train, grid, basis=basis, loss=loss, **solve_options) for p in orders
+        ]
 
     tower, solutions = solve_all(basis)
     for attempt in range(max_enlargements + 1):
-        own = [s.f[:, :n] - y_train for p, s in zip(orders, solutions) if p > 2]
+        own = [loss.derivative(s.f[:, :n], y_train) for p, s in zip(orders, solutions) if p > 2]
         enlarged = enlarge(basis, jnp.concatenate(own or [seed]))
         new_tower, new_solutions = solve_all(enlarged)
         error = jnp.stack([jnp.max(jnp.abs(a.f - b.f)) for a, b in zip(new_solutions, solutions)])

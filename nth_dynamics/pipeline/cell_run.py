@@ -21,6 +21,7 @@ from ..data import make_data
 from ..engine.function_model import cast_floating
 from ..engine.hierarchy import SUCCESSFUL, SolverError, check_solution, solve_nth
 from ..engine.kernels import kernel_tower, lambda_min
+from ..engine.losses import resolve_loss
 from ..engine.networks import make_ensemble, stack_ensemble
 from ..engine.optimizers import make_optimizer
 from ..engine.reduced import BasisError, reduced_hierarchy
@@ -141,6 +142,7 @@ def _run_seed_batch_reduced(cell: Cell, data, seeds: list[int], ts, batch_size: 
     with stage("reference"):
         ref = _reference(cell, ensemble, data, ts)
     n = data.x_train.shape[0]
+    loss = resolve_loss(spec.loss)
     solves = []
     with stage("NTH reduced"):
         for i in range(len(seeds)):
@@ -148,9 +150,9 @@ def _run_seed_batch_reduced(cell: Cell, data, seeds: list[int], ts, batch_size: 
             try:
                 solve = reduced_hierarchy(
                     model, data.x_train, data.y_train, ts[i], hierarchy.orders, data.x_eval,
-                    reference=ref.f[i][:, :n] - data.y_train, reference_f=ref.f[i], tol=hierarchy.basis_tol,
-                    batch_size=batch_size, solver=hierarchy.solver, rtol=hierarchy.rtol, atol=hierarchy.atol,
-                    max_steps=hierarchy.max_steps,
+                    reference=loss.derivative(ref.f[i][:, :n], data.y_train), reference_f=ref.f[i],
+                    tol=hierarchy.basis_tol, batch_size=batch_size, solver=hierarchy.solver, rtol=hierarchy.rtol,
+                    atol=hierarchy.atol, max_steps=hierarchy.max_steps, loss=loss,
                 )
             except BasisError as error:
                 raise SolverError(f"cell {cell.id} ({cell.label()}), seed {seeds[i]}: {error}") from None

@@ -326,10 +326,6 @@ def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:
     if hierarchy.basis == "reduced" and hierarchy.on_failure == "record":
         _fail(source, "hierarchy.on_failure", "got 'record', allowed: 'stop' with basis reduced (a reduced solve "
               "that fails, or whose basis error is too large, stops the sweep)")
-    if hierarchy.basis == "reduced" and scn.loss != "mse":
-        # reduced_hierarchy seeds and enlarges its basis with residuals f − y, not ℓ′
-        _fail(source, "hierarchy.basis", f"basis: reduced supports loss: mse only (got loss {scn.loss!r}); "
-              "allowed: basis full, or loss mse")
     if hierarchy.basis == "full" and "basis_tol" in hierarchy.model_fields_set:
         _fail(source, "hierarchy.basis_tol", "applies only to basis reduced; allowed: remove it, or basis: reduced")
     if time.t_min is not None:
