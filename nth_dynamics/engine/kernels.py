@@ -26,6 +26,7 @@ costs N_eval·n·k^(r−2) instead of N_eval·n^(r−1) and the full K(r) is nev
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import equinox as eqx
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .basis import check_basis
+from .dense import DenseStack, dense_stack, reproduces
 from .networks import AbstractNetwork, Perturbation, trained_filter
 
 MAX_ORDER = 6
@@ -97,24 +99,54 @@ def kernel_tower(
     n = x_train.shape[0]
     basis = None if basis is None else check_basis(basis, n)
     rank = None if basis is None else basis.shape[1]
-    if batch_size is None:
-        batch_size = default_batch_size(model, filter_spec, x_eval.shape[0], n, order, memory_budget, rank=rank)
-    if not isinstance(batch_size, int) or batch_size < 1:
+    factored = _factored_model(model, filter_spec, x_train)
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    planned, point_chunk = _plan(
+        model, filter_spec, x_eval.shape[0], n, order, memory_budget, rank=rank,
+        structured=factored is not None, batch_size=batch_size,
+    )
+    batch_size = planned if batch_size is None else batch_size
     # chunks of the n directions g_b and of the k combined directions G_j
     chunks = (direction_chunk(n, batch_size), None if rank is None else direction_chunk(rank, batch_size))
-    if structured_path(model, filter_spec):
-        return _structured_tower(model, x_train, None if x_eval is x_train else x_eval, order, chunks, basis)
+    same = x_eval is x_train
+    if factored is not None:
+        return _structured_tower(factored, x_train, None if same else x_eval, order, chunks, basis)
     params, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
-    return _tower(params, static, x_train, x_eval, order, chunks, basis)
+    return _tower(params, static, x_train, None if same else x_eval, order, chunks + (point_chunk,), basis)
 
 
 def structured_path(model: eqx.Module, filter_spec: PyTree | None) -> bool:
-    """Whether :func:`kernel_tower` takes the outer-product path: for the
-    project's networks with their own trained set (no ``filter_spec``); any
-    other model or filter takes the generic nested-JVP path. Memory plans
-    (:func:`default_batch_size`) ask the same question here."""
-    return filter_spec is None and isinstance(model, AbstractNetwork)
+    """Whether :func:`kernel_tower` takes the outer-product path: the
+    project's networks and the Equinox dense models of
+    :func:`~nth_dynamics.engine.dense.dense_stack` (``eqx.nn.MLP``), with
+    their own trained set (no ``filter_spec``); any other model or filter
+    takes the generic path. Memory plans (:func:`default_batch_size`) ask the
+    same question here."""
+    if filter_spec is not None:
+        return False
+    return isinstance(model, AbstractNetwork) or dense_stack(model) is not None
+
+
+def _factored_model(model: eqx.Module, filter_spec: PyTree | None, x_train: Array):
+    """The model in outer-product form for the structured path, or None for
+    the generic one. A dense stack is used only if it reproduces the model's
+    outputs on the training points (:func:`~nth_dynamics.engine.dense.reproduces`):
+    a structure that does not falls back to the generic path, never to a wrong kernel."""
+    if filter_spec is not None:
+        return None
+    if isinstance(model, AbstractNetwork):
+        return model
+    stack = dense_stack(model)
+    if stack is None:
+        return None
+    if not reproduces(stack, model, x_train):
+        warnings.warn(
+            f"{type(model).__name__}: its dense layers do not reproduce its outputs; "
+            "the kernel tower takes the generic path", stacklevel=3,
+        )
+        return None
+    return stack
 
 
 def _chunked(along: Callable, directions, batch_size: int) -> Array:
@@ -129,19 +161,36 @@ def _chunked(along: Callable, directions, batch_size: int) -> Array:
 
 @eqx.filter_jit
 def _tower(params, static, x_train, x_eval, order: int, chunks: tuple, basis) -> Tower:
-    batch_size, basis_chunk = chunks
+    """The generic path: K2(θ) = J_eval(θ) J_train(θ)ᵀ from the per-point
+    gradients of the trained leaves (:func:`leaf_gram`), ``x_eval`` None
+    meaning the training points, in chunks of ``point_chunk`` evaluation
+    points when their gradients do not fit at once; every higher order one
+    JVP of θ ↦ K(r)(θ) per direction (forward-over-reverse from K3 on)."""
+    batch_size, basis_chunk, point_chunk = chunks
 
     def f(p, x):
         return eqx.combine(p, static)(x)
-
-    def f_eval(p):
-        return jax.vmap(f, in_axes=(None, 0))(p, x_eval)
 
     def f_train(p):
         return jax.vmap(f, in_axes=(None, 0))(p, x_train)
 
     tangent = jax.grad(f)  # g_b(θ) = ∇θ f(x_b), recomputed at the θ of each level
     vectorised = batch_size >= x_train.shape[0]
+
+    def gradients(p, points):
+        return jax.vmap(tangent, in_axes=(None, 0))(p, points)
+
+    def k2(p):
+        train = gradients(p, x_train)
+        if x_eval is None:
+            return leaf_gram(train, train)
+        n_eval = x_eval.shape[0]
+        if point_chunk >= n_eval:
+            return leaf_gram(gradients(p, x_eval), train)
+        # point_chunk divides n_eval (direction_chunk): no remainder program
+        blocks = x_eval.reshape((n_eval // point_chunk, point_chunk) + x_eval.shape[1:])
+        rows = jax.lax.map(lambda points: leaf_gram(gradients(p, points), train), blocks)
+        return rows.reshape((n_eval, x_train.shape[0]))
 
     def next_order(kernel: Callable) -> Callable:
         """θ ↦ K(r+1)(θ) from θ ↦ K(r)(θ): one JVP per direction b, b last."""
@@ -172,16 +221,17 @@ def _tower(params, static, x_train, x_eval, order: int, chunks: tuple, basis) ->
 
         return kernel_up
 
-    kernels = [f_eval]
-    for r in range(2, order + 1):
-        kernels.append(next_order(kernels[-1]) if basis is None or r == 2 else next_projected_order(kernels[-1]))
-    return tuple(kernel(params) for kernel in kernels[1:])
+    kernels = [k2]
+    for _ in range(3, order + 1):
+        kernels.append(next_order(kernels[-1]) if basis is None else next_projected_order(kernels[-1]))
+    return tuple(kernel(params) for kernel in kernels)
 
 
 @eqx.filter_jit
-def _structured_tower(model: AbstractNetwork, x_train, x_eval, order: int, chunks: tuple, basis) -> Tower:
-    """The same tower for the project's networks, whose gradients are outer
-    products per layer (:class:`~nth_dynamics.networks.Perturbation`).
+def _structured_tower(model: AbstractNetwork | DenseStack, x_train, x_eval, order: int, chunks: tuple, basis) -> Tower:
+    """The same tower for the project's networks and for Equinox dense models
+    (:class:`~nth_dynamics.engine.dense.DenseStack`), whose gradients are
+    outer products per layer (:class:`~nth_dynamics.networks.Perturbation`).
 
     K2 is a sum over layers of products of Gram matrices of the factors, so
     the innermost level costs one forward and backward pass per point and no
@@ -197,7 +247,8 @@ def _structured_tower(model: AbstractNetwork, x_train, x_eval, order: int, chunk
     computed once per level and shared by the k directions.
     """
     batch_size, basis_chunk = chunks
-    zero = jnp.zeros((), model.a.dtype)
+    dtype = _parameter_dtype(model)
+    zero = jnp.zeros((), dtype)
 
     def factors(points, perturbation):
         return jax.vmap(lambda x: model.gradient_factors(x, perturbation))(points)
@@ -217,7 +268,7 @@ def _structured_tower(model: AbstractNetwork, x_train, x_eval, order: int, chunk
                         return kernel(Perturbation.along(eps, direction))
                     return kernel(perturbation.add(eps, direction))
 
-                zero = jnp.zeros((), model.a.dtype)
+                zero = jnp.zeros((), dtype)
                 return jax.jvp(moved, (zero,), (jnp.ones_like(zero),))[1]
 
             if batch_size >= x_train.shape[0]:
@@ -246,6 +297,20 @@ def _structured_tower(model: AbstractNetwork, x_train, x_eval, order: int, chunk
     for _ in range(3, order + 1):
         kernels.append(next_order(kernels[-1]) if basis is None else next_projected_order(kernels[-1]))
     return tuple(kernel(None) for kernel in kernels)
+
+
+def _parameter_dtype(model: eqx.Module):
+    return jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))[0].dtype
+
+
+def leaf_gram(first: PyTree, second: PyTree) -> Array:
+    """<∇θ f(x_i), ∇θ f(x_j)> from per-point gradients batched over points
+    (pytrees of the trained leaves, leading axis the points): Σ_leaves of
+    each leaf's Gram, flattened in place (no concatenated Jacobian)."""
+    total = 0.0
+    for u1, u2 in zip(jax.tree.leaves(first), jax.tree.leaves(second)):
+        total = total + jnp.reshape(u1, (u1.shape[0], -1)) @ jnp.reshape(u2, (u2.shape[0], -1)).T
+    return total
 
 
 def factor_gram(first: dict, second: dict) -> Array:
@@ -280,19 +345,23 @@ def tower_bytes(
     itemsize: int = 8,
     structured: bool = True,
     rank: int | None = None,
+    point_chunk: int | None = None,
 ) -> int:
     """Estimated peak bytes of :func:`kernel_tower` for one model.
 
-    ``structured`` (the project's networks, outer-product gradients): the
-    outputs K2…Kp (twice: the direction axis is moved last) and the forward
-    and backward activations of the N_eval + n points evaluated for each of
-    the B^(p−2) directions in flight, two copies per nesting level
-    (``activations`` = numbers a forward pass stores per point, e.g.
-    2 × width × (depth + 1)); no parameter-sized array is formed.
+    ``structured`` (the project's networks and Equinox dense models,
+    outer-product gradients): the outputs K2…Kp (twice: the direction axis is
+    moved last) and the forward and backward activations of the N_eval + n
+    points evaluated for each of the B^(p−2) directions in flight, two copies
+    per nesting level (``activations`` = numbers a forward pass stores per
+    point, e.g. 2 × width × (depth + 1)); no parameter-sized array is formed.
 
-    Generic modules: the outputs, the parameter-sized tangents alive at once,
-    about ``2 P (B^(p−1) + 2^(p−1) B)`` for chunks of B directions at each of
-    the p − 1 levels, and the activations of B^(p−1) directions.
+    Generic modules: the outputs; the per-point gradients behind K2 =
+    J_eval J_trainᵀ, (n + C) × P numbers for a chunk of C evaluation points
+    (``point_chunk``, default all N_eval), for each of the B^(p−2) directions
+    in flight and 2^(p−2) tangent copies of the nested JVPs; the
+    parameter-sized directions g_b of those levels; and the activations of
+    the n + C points of each evaluation.
 
     ``rank`` k: the projected tower on a basis of k columns (docs/theory.md
     §8): K̂(r) holds N_eval·n·k^(r−2) numbers for r ≥ 3, every level beyond
@@ -301,7 +370,8 @@ def tower_bytes(
     factors, or one VJP's residuals on the generic path) per direction in flight.
 
     Calibrated on CPU against measured peaks of FFNet and ResNet towers
-    (p = 3, 4): it errs on the high side, by up to ~3×.
+    (structured, p = 3, 4) and of FFNet and ``eqx.nn.MLP`` towers on the
+    generic path (p = 2…4): it errs on the high side, by up to ~3×.
     """
     batch = n if batch_size is None else max(1, min(batch_size, n))
     k = n if rank is None else rank
@@ -310,13 +380,21 @@ def tower_bytes(
     combined = 0  # the n gradients behind the combined directions of the innermost outer level
     if rank is not None and order > 2:
         combined = 2 ** (order - 2) * outer ** (order - 3) * n * activations
+    copies = 2 ** (order - 2)  # primal and tangents of the nested JVPs around K2
     if structured:
-        in_flight = outer ** (order - 2) * 2 ** (order - 2)
+        in_flight = outer ** (order - 2) * copies
         return itemsize * (2 * outputs + 4 * in_flight * (n_eval + n) * activations + 4 * combined)
-    in_flight = batch * outer ** (order - 2) + 2 ** (order - 1) * batch
+    in_flight = outer ** (order - 2) * copies
+    points = n + (n_eval if point_chunk is None else max(1, min(point_chunk, n_eval)))
+    jacobians = GRADIENT_COPIES * in_flight * points * n_params
     tangents = 2 * n_params * in_flight
-    forward = 2 ** (order - 1) * batch * outer ** (order - 2) * n_eval * activations
-    return itemsize * (2 * outputs + tangents + forward + 2 * combined)
+    forward = 2 * in_flight * points * activations
+    return itemsize * (2 * outputs + jacobians + tangents + forward + 2 * combined)
+
+
+GRADIENT_COPIES = 2
+"""Copies of the per-point gradients the generic tower holds per K2
+evaluation (the gradients and the buffers of their Gram)."""
 
 
 RUNTIME_BYTES = 500_000_000
@@ -368,21 +446,45 @@ def default_batch_size(
     least 1. ``filter_spec`` as given to :func:`kernel_tower` (None: the
     model's own), which decides the path planned for (:func:`structured_path`);
     ``rank``: the projected tower's basis size."""
+    structured = structured_path(model, filter_spec)
+    return _plan(model, filter_spec, n_eval, n, order, budget, rank=rank, structured=structured)[0]
+
+
+def _plan(
+    model, filter_spec, n_eval: int, n: int, order: int, budget: int, *,
+    rank: int | None, structured: bool, batch_size: int | None = None,
+) -> tuple[int, int]:
+    """(direction chunk, evaluation-point chunk) for a tower within ``budget``:
+    the largest direction chunk (divisor of n) that fits with every
+    evaluation point's gradient at once (``batch_size`` if given); on the
+    generic path, when even the smallest does not fit, the largest divisor of
+    N_eval whose gradients do. At least 1 each."""
     n_params = parameter_count(model, filter_spec)
     activations = _activation_count(model)
-    structured = structured_path(model, filter_spec)
-    for batch in (b for b in range(n, 0, -1) if n % b == 0):  # see direction_chunk
-        estimate = tower_bytes(
-            n_eval, n, order, n_params, activations=activations, batch_size=batch, structured=structured, rank=rank
+
+    def estimate(batch: int, chunk: int) -> int:
+        return tower_bytes(
+            n_eval, n, order, n_params, activations=activations, batch_size=batch, structured=structured,
+            rank=rank, point_chunk=chunk,
         )
-        if estimate <= budget:
-            return batch
-    return 1
+
+    batches = [b for b in range(n, 0, -1) if n % b == 0] if batch_size is None else [batch_size]  # see direction_chunk
+    for batch in batches:
+        if estimate(batch, n_eval) <= budget:
+            return batch, n_eval
+    if structured:
+        return batches[-1], n_eval
+    chunks = [c for c in range(n_eval, 0, -1) if n_eval % c == 0]
+    return batches[-1], next((c for c in chunks if estimate(batches[-1], c) <= budget), 1)
 
 
 def _activation_count(model) -> int:
-    width, depth = getattr(model, "width", 0), getattr(model, "depth", 0)
-    return int(width) * (int(depth) + 1) * 2  # pre- and post-activation per layer
+    """Numbers a forward pass stores per point, where the model tells: the
+    project's networks (width, depth) and dense stacks; 0 otherwise."""
+    if isinstance(model, AbstractNetwork):
+        return int(model.width) * (int(model.depth) + 1) * 2  # pre- and post-activation per layer
+    stack = dense_stack(model)
+    return 0 if stack is None else stack.activation_count
 
 
 def _check_inputs(x_train: Array, x_eval: Array, order: int) -> None:
