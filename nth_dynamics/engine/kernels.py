@@ -77,11 +77,15 @@ def kernel_tower(
             along the combined directions G_j = ∇θ(v_jᵀ f(X; θ)). None (the
             default) gives the full tower.
         batch_size: how many directions b each nesting level processes at
-            once. ``n`` vectorises every level (fastest while it fits);
+            once. ``n`` vectorises every level;
             smaller values loop over chunks with ``lax.map`` and bound the
             parameter-sized tangents alive at once; rounded down to a
             divisor of n (:func:`direction_chunk`). Default: the largest
-            such chunk whose :func:`tower_bytes` estimate fits ``memory_budget``.
+            such chunk whose :func:`tower_bytes` estimate fits ``memory_budget``
+            and whose buffers in flight stay within :data:`VECTORISED_BYTES`
+            (a larger vectorised chunk is slower on CPU). On the generic path,
+            when even one direction does not fit, the evaluation points'
+            gradients are also taken in chunks.
         memory_budget: bytes the default ``batch_size`` may plan for (one
             model; divide by the ensemble size when vmapping over seeds).
 
@@ -102,9 +106,12 @@ def kernel_tower(
     factored = _factored_model(model, filter_spec, x_train)
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    params, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
     planned, point_chunk = _plan(
         model, filter_spec, x_eval.shape[0], n, order, memory_budget, rank=rank,
-        structured=factored is not None, batch_size=batch_size,
+        structured=factored is not None, batch_size=batch_size, speed=True,
+        activations=factored.activation_count if isinstance(factored, DenseStack) else None,
+        n_params=sum(leaf.size for leaf in jax.tree.leaves(params) if eqx.is_array(leaf)),
     )
     batch_size = planned if batch_size is None else batch_size
     # chunks of the n directions g_b and of the k combined directions G_j
@@ -112,7 +119,6 @@ def kernel_tower(
     same = x_eval is x_train
     if factored is not None:
         return _structured_tower(factored, x_train, None if same else x_eval, order, chunks, basis)
-    params, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
     return _tower(params, static, x_train, None if same else x_eval, order, chunks + (point_chunk,), basis)
 
 
@@ -155,8 +161,15 @@ def _chunked(along: Callable, directions, batch_size: int) -> Array:
     if batch_size >= directions.shape[0]:
         stacked = jax.vmap(along)(directions)
     else:
-        stacked = jax.lax.map(along, directions, batch_size=batch_size)
+        stacked = _mapped(along, directions, batch_size)
     return jnp.moveaxis(stacked, 0, -1)
+
+
+def _mapped(along: Callable, xs, batch_size: int) -> Array:
+    """``lax.map`` in chunks of ``batch_size``; a chunk of 1 is a plain scan,
+    without the size-1 vmap that ``batch_size=1`` adds: measured 1.6–1.9×
+    faster on the tower to K4 (two-layer MLP, width 2048, n = 8, CPU)."""
+    return jax.lax.map(along, xs, batch_size=None if batch_size == 1 else batch_size)
 
 
 @eqx.filter_jit
@@ -202,7 +215,7 @@ def _tower(params, static, x_train, x_eval, order: int, chunks: tuple, basis) ->
             if vectorised:
                 stacked = jax.vmap(along, in_axes=(None, 0))(p, x_train)
             else:
-                stacked = jax.lax.map(lambda x_b: along(p, x_b), x_train, batch_size=batch_size)
+                stacked = _mapped(lambda x_b: along(p, x_b), x_train, batch_size)
             return jnp.moveaxis(stacked, 0, -1)
 
         return kernel_up
@@ -274,7 +287,7 @@ def _structured_tower(model: AbstractNetwork | DenseStack, x_train, x_eval, orde
             if batch_size >= x_train.shape[0]:
                 stacked = jax.vmap(along)(x_train)
             else:
-                stacked = jax.lax.map(along, x_train, batch_size=batch_size)
+                stacked = _mapped(along, x_train, batch_size)
             return jnp.moveaxis(stacked, 0, -1)
 
         return kernel_up
@@ -358,8 +371,8 @@ def tower_bytes(
 
     Generic modules: the outputs; the per-point gradients behind K2 =
     J_eval J_trainᵀ, (n + C) × P numbers for a chunk of C evaluation points
-    (``point_chunk``, default all N_eval), for each of the B^(p−2) directions
-    in flight and 2^(p−2) tangent copies of the nested JVPs; the
+    (``point_chunk``, default all N_eval), (1 + B)^(p−2) times (each level of
+    B directions in flight holds the primal once and B tangents); the
     parameter-sized directions g_b of those levels; and the activations of
     the n + C points of each evaluation.
 
@@ -370,8 +383,9 @@ def tower_bytes(
     factors, or one VJP's residuals on the generic path) per direction in flight.
 
     Calibrated on CPU against measured peaks of FFNet and ResNet towers
-    (structured, p = 3, 4) and of FFNet and ``eqx.nn.MLP`` towers on the
-    generic path (p = 2…4): it errs on the high side, by up to ~3×.
+    (structured, p = 3, 4): it errs on the high side, by up to ~3×; and
+    against XLA's buffers (``memory_analysis``) of FFNet and ``eqx.nn.MLP``
+    towers on the generic path (p = 2…5, chunks 1, 2, n): 1.2–2× high.
     """
     batch = n if batch_size is None else max(1, min(batch_size, n))
     k = n if rank is None else rank
@@ -380,21 +394,24 @@ def tower_bytes(
     combined = 0  # the n gradients behind the combined directions of the innermost outer level
     if rank is not None and order > 2:
         combined = 2 ** (order - 2) * outer ** (order - 3) * n * activations
-    copies = 2 ** (order - 2)  # primal and tangents of the nested JVPs around K2
     if structured:
-        in_flight = outer ** (order - 2) * copies
+        in_flight = outer ** (order - 2) * 2 ** (order - 2)
         return itemsize * (2 * outputs + 4 * in_flight * (n_eval + n) * activations + 4 * combined)
-    in_flight = outer ** (order - 2) * copies
+    # under a vmap (or a lax.map chunk) of B JVPs the primal is computed once
+    # and the tangent B times: 1 + B copies per level, measured
+    in_flight = (1 + outer) ** (order - 2)
     points = n + (n_eval if point_chunk is None else max(1, min(point_chunk, n_eval)))
-    jacobians = GRADIENT_COPIES * in_flight * points * n_params
+    jacobians = int(GRADIENT_COPIES * in_flight * points * n_params)
     tangents = 2 * n_params * in_flight
     forward = 2 * in_flight * points * activations
     return itemsize * (2 * outputs + jacobians + tangents + forward + 2 * combined)
 
 
-GRADIENT_COPIES = 2
-"""Copies of the per-point gradients the generic tower holds per K2
-evaluation (the gradients and the buffers of their Gram)."""
+GRADIENT_COPIES = 1.5
+"""Per-point gradients the generic tower holds per K2 evaluation, in units
+of one (n + C) × P Jacobian: XLA's buffers measured 0.9–1.1 of it (FFNet
+width 256 and ``eqx.nn.MLP`` width 512 on the generic path, p = 2…5),
+with room to spare."""
 
 
 RUNTIME_BYTES = 500_000_000
@@ -452,15 +469,17 @@ def default_batch_size(
 
 def _plan(
     model, filter_spec, n_eval: int, n: int, order: int, budget: int, *,
-    rank: int | None, structured: bool, batch_size: int | None = None,
+    rank: int | None, structured: bool, batch_size: int | None = None, speed: bool = False,
+    activations: int | None = None, n_params: int | None = None,
 ) -> tuple[int, int]:
     """(direction chunk, evaluation-point chunk) for a tower within ``budget``:
     the largest direction chunk (divisor of n) that fits with every
     evaluation point's gradient at once (``batch_size`` if given); on the
     generic path, when even the smallest does not fit, the largest divisor of
-    N_eval whose gradients do. At least 1 each."""
-    n_params = parameter_count(model, filter_spec)
-    activations = _activation_count(model)
+    N_eval whose gradients do. At least 1 each. ``speed``: also keep the
+    buffers of the vectorised directions within :data:`VECTORISED_BYTES`."""
+    n_params = parameter_count(model, filter_spec) if n_params is None else n_params
+    activations = _activation_count(model) if activations is None else activations
 
     def estimate(batch: int, chunk: int) -> int:
         return tower_bytes(
@@ -469,13 +488,32 @@ def _plan(
         )
 
     batches = [b for b in range(n, 0, -1) if n % b == 0] if batch_size is None else [batch_size]  # see direction_chunk
+
+    def fast(batch: int) -> bool:
+        # the buffers in flight (the estimate without the outputs) within VECTORISED_BYTES
+        if batch == 1 or batch_size is not None or not speed:
+            return True
+        buffers = estimate(batch, n_eval) - tower_bytes(
+            n_eval, n, order, 0, batch_size=batch, structured=structured, rank=rank
+        )
+        return buffers <= VECTORISED_BYTES
+
     for batch in batches:
-        if estimate(batch, n_eval) <= budget:
+        if estimate(batch, n_eval) <= budget and fast(batch):
             return batch, n_eval
     if structured:
         return batches[-1], n_eval
     chunks = [c for c in range(n_eval, 0, -1) if n_eval % c == 0]
     return batches[-1], next((c for c in chunks if estimate(batches[-1], c) <= budget), 1)
+
+
+VECTORISED_BYTES = 32 * 2**20
+"""Largest estimate of the buffers in flight (:func:`tower_bytes` without
+its outputs) for which :func:`kernel_tower` vectorises a chunk of directions
+by default: beyond it, memory traffic costs more than the loop saves. On CPU
+(two-layer tanh MLP, n = 8, widths 256–2048, the tower to K4) chunks of 2
+to 4 directions were the fastest on both paths, and the fully vectorised K4
+(estimates of 0.1–1 GB) was 2.5–8× slower."""
 
 
 def _activation_count(model) -> int:
