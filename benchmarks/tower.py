@@ -34,8 +34,8 @@ import subprocess
 import sys
 
 CASES = {
-    "small": dict(width=128, depth=2, n=8, orders=(2, 3, 4)),
-    "issue": dict(width=512, depth=3, n=32, orders=(2, 3, 4)),
+    "small": {"width": 128, "depth": 2, "n": 8, "orders": (2, 3, 4)},
+    "issue": {"width": 512, "depth": 3, "n": 32, "orders": (2, 3, 4)},
 }
 
 
@@ -248,10 +248,13 @@ def run_paths(widths, n: int, repeats: int) -> None:
 
 def in_child(function: str, **kwargs) -> dict:
     code = (
-        "import json, sys; sys.path.insert(0, %r); from tower import %s as fn; "
-        "print(json.dumps(fn(**json.loads(sys.argv[1]))))" % (sys.path[0], function)
+        f"import json, sys; sys.path.insert(0, {sys.path[0]!r}); from tower import {function} as fn; "
+        "print(json.dumps(fn(**json.loads(sys.argv[1]))))"
     )
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True)
+    # run from the directory of the checkout whose nth_dynamics is measured (python -c puts it first)
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True, check=False
+    )
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])

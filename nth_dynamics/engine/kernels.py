@@ -6,10 +6,16 @@
 
 K(r+1)(…, b) is the directional derivative of the map θ ↦ K(r)(θ) along the
 tangent g_b = ∇θ f(x_b), so every order is one more forward-mode JVP, batched
-over the training directions b, around the previous one. No Hessian and no
-Jacobian of all parameters for all points is ever formed: the only
-parameter-sized objects alive at once are the tangents of the directions in
-flight, so memory is governed by the output and by ``batch_size``.
+over the training directions b, around the previous one. No Hessian is ever
+formed.
+
+Two paths (docs/theory.md §2): the generic one, for any Equinox module,
+computes K2(θ) = J_eval(θ) J_train(θ)ᵀ from the per-point gradients (chunked
+over evaluation points when they do not fit ``memory_budget``) and every
+higher order as JVPs of that map (forward-over-reverse); the structured one,
+for the project's networks and ``eqx.nn.MLP`` (:mod:`.dense`), keeps every
+gradient as per-layer outer-product factors and forms no parameter-sized
+array. Memory is planned from :func:`tower_bytes` before anything is allocated.
 
 Note that g_b is itself a function of θ inside the nesting: K4 = D²K2[g3, g4] +
 DK2[∇²f(x3) g4], not the symmetric derivative of K2.
