@@ -494,6 +494,10 @@ def _plan(
         )
 
     batches = [b for b in range(n, 0, -1) if n % b == 0] if batch_size is None else [batch_size]  # see direction_chunk
+    if speed and not structured and batch_size is None:
+        # the generic path: every direction vectorised, or one at a time (a
+        # plain scan); chunks in between were slower than both (measured, K3 and K4)
+        batches = [n, 1] if n > 1 else [1]
 
     def fast(batch: int) -> bool:
         # the buffers in flight (the estimate without the outputs) within VECTORISED_BYTES
@@ -517,9 +521,10 @@ VECTORISED_BYTES = 32 * 2**20
 """Largest estimate of the buffers in flight (:func:`tower_bytes` without
 its outputs) for which :func:`kernel_tower` vectorises a chunk of directions
 by default: beyond it, memory traffic costs more than the loop saves. On CPU
-(two-layer tanh MLP, n = 8, widths 256–2048, the tower to K4) chunks of 2
-to 4 directions were the fastest on both paths, and the fully vectorised K4
-(estimates of 0.1–1 GB) was 2.5–8× slower."""
+(two-layer tanh MLP, n = 8, widths 256–2048, the tower to K4) the fully
+vectorised K4 (estimates of 0.1–1 GB) was 2.5–8× slower than the best chunk:
+2 to 4 directions on the structured path, 1 on the generic one, where chunks
+of 2 and 4 (a scan of vmaps) were slower than both 1 and n."""
 
 
 def _activation_count(model) -> int:
