@@ -21,6 +21,7 @@ import xarray as xr
 
 from .._progress import Progress
 from .cell_run import run_cell
+from .cells import LEFT_OUT_AT_DEFAULT
 from .estimates import check_budget, estimate_cell
 from .execution import WorkerLost, run_in_turn, run_on_cluster
 from .infinite_width import simulate_study
@@ -110,10 +111,14 @@ def _stage_times(datasets: Mapping[str, xr.Dataset]) -> dict[str, float]:
 
 
 def _add_scalar_coordinates(ds: xr.Dataset, scenario: Scenario) -> None:
-    """Unswept grid fields as scalar coordinates: ``ds.depth`` always answers."""
+    """Unswept grid fields as scalar coordinates: ``ds.depth`` always answers.
+    A field of :data:`~nth_dynamics.pipeline.cells.LEFT_OUT_AT_DEFAULT` at its
+    default (``W_std = 1``, ``b_std = 0``) is left out, as from the cell id:
+    results written before it existed keep their coordinates."""
     for dim, field in SWEEP_DIMS.items():
         values = scenario.field(field)
-        if dim not in ds.dims and values is not None:
+        default = LEFT_OUT_AT_DEFAULT.get(tuple(field.split(".")), object())
+        if dim not in ds.dims and values is not None and values[0] != default:
             ds.coords[dim] = values[0]
     annotate(ds)
 
