@@ -434,3 +434,20 @@ def test_a_cell_with_biases_trains_the_network_it_names():
     k2 = kernel_tower(network, data.x_train, 2, data.x_eval)[0]
     np.testing.assert_allclose(ds.ntk_ref.isel(seed=0, time=0).values, k2, rtol=1e-10)
     assert float(ds.loss_ref.isel(seed=0, time=-1)) < float(ds.loss_ref.isel(seed=0, time=0))
+
+
+def test_width_convergence_study_takes_the_dense_options():
+    """The infinite-width study of finite networks against their limit: with
+    biases, the deviation falls; unset, the options stay out of its arguments."""
+    from nth_dynamics.theory.studies.width_convergence import WidthConvergenceStudy
+
+    assert not {"W_std", "b_std"} & set(WidthConvergenceStudy(study="width_convergence").arguments())
+    study = WidthConvergenceStudy(
+        study="width_convergence", widths=(16, 256), seeds=4, n=4, activation="erf", W_std=1.3, b_std=0.4, bootstrap=10
+    )
+    assert study.options()["W_std"] == 1.3 and study.options()["b_std"] == 0.4
+    ds = study.run()
+    unit = np.full((1, 3), 1 / math.sqrt(3))
+    limit = nd.limits.ntk(unit, None, "ffnet", 1, activation="erf", W_std=1.3, b_std=0.4)
+    np.testing.assert_allclose(ds.ntk_limit.values[0, 0], limit[0, 0], rtol=1e-12)  # unit points share the diagonal
+    assert float(ds.mean_deviation[1]) < 0.5 * float(ds.mean_deviation[0])
