@@ -247,17 +247,16 @@ def ntk_shape(rho: float | Float[ArrayLike, " r"], architecture: str, depth: int
 
 __all__ = [
     "ACTIVATION_DERIVATIVES",
+    "DENSE_OPTIONS",
+    "PARAMETERIZATIONS",
     "AbstractDual",
     "Affine",
     "Architecture",
-    "DENSE_OPTIONS",
     "ErfDual",
     "Kernels",
-    "PARAMETERIZATIONS",
     "QuadratureDual",
     "ReLUDual",
     "arccos",
-    "resolve_architecture",
     "dual",
     "kernels",
     "nngp",
@@ -266,4 +265,5 @@ __all__ = [
     "ntk",
     "ntk_profile",
     "ntk_shape",
+    "resolve_architecture",
 ]
