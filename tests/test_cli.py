@@ -39,7 +39,7 @@ def tiny(tmp_path_factory):
 
 
 def test_simulate_writes_the_dataset_of_the_design(tiny):
-    scenario, result = tiny
+    _, result = tiny
     assert result.exists() and not Path(str(result) + ".cells").exists()
     with xr.open_dataset(result) as ds:
         assert ds.f_nth.dims == ("width", "seed", "order", "time", "point")
@@ -331,11 +331,13 @@ def test_bad_output_suffix_from_the_command_line(tmp_path, capsys):
 def test_the_module_entry_point_reports_bad_input_in_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("network:\n  activaton: tanh\n")
-    done = subprocess.run([sys.executable, "-m", "nth_dynamics", "validate", str(path)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "nth_dynamics", "validate", str(path)], check=False, capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"error: {path}: network.activaton: unknown key; did you mean 'activation'? (allowed keys: architecture, "
-        "width, depth, activation, alpha, gamma, branch, readout, trained)"
+        "width, depth, activation, alpha, gamma, branch, readout, trained, W_std, b_std, parameterization)"
     )
 
 

@@ -1,17 +1,36 @@
 """Fully connected and residual networks in the NTK parametrization (docs/theory.md §5).
 
-All weights are N(0, 1) at initialisation; the 1/√width factors live in the
-forward pass, so the infinite-width limit has an O(1) kernel. Each network maps
-one input of shape ``(d,)`` to a scalar. An ensemble over seeds is one model
-whose leaves carry a leading seed axis (:func:`make_ensemble`), to be used with
-``eqx.filter_vmap``.
+By default all weights are N(0, 1) at initialisation, there are no biases and
+the 1/√width factors live in the forward pass, so the infinite-width limit has
+an O(1) kernel. Each network maps one input of shape ``(d,)`` to a scalar. An
+ensemble over seeds is one model whose leaves carry a leading seed axis
+(:func:`make_ensemble`), to be used with ``eqx.filter_vmap``.
+
+**Dense-layer options** (docs/theory.md §5, docs/neural_tangents.md), those of
+neural-tangents' ``stax.Dense`` and of :mod:`nth_dynamics.limits`, on every
+dense layer (input, hidden, both matrices of a two-matrix branch, readout),
+with fan-in N (d for the first layer, m after it)::
+
+    "ntk":       z = W_std · M v / √N + b_std · b,   M, b ~ N(0, 1)
+    "standard":  z = M v + b,   M ~ N(0, W_std²/N),  b ~ N(0, b_std²)
+
+where the first layer's v is √d·x: the project's inputs lie on the unit
+sphere and ``h0 = W0 x`` has unit variance, as neural-tangents' first layer
+has on inputs of norm √d. The residual scale α multiplies the whole branch.
+``b_std`` None or 0 means no bias parameters at all (neural-tangents'
+``b_std=None``; the limits' ``b_std=0``); with ``b_std > 0`` every dense
+layer has a bias. The defaults ``W_std=1``, no biases, ``"ntk"`` are the
+networks of docs/theory.md §5, bit for bit. In the standard parameterization
+the trained parameters are the scaled M and b, so the NTK carries the fan-ins
+and grows with the width (``nd.limits.ntk(…, width=m)``).
 
 Parameter groups (the ``trained`` option names them):
 
-* ``input``   — ``W0``, the first layer ``h0 = W0 x``;
+* ``input``   — ``W0`` (and its bias ``b_W0``), the first layer ``h0 = W0 x``;
 * ``hidden``  — the hidden-to-hidden matrices (``W_l``; and ``V_l`` for the
-  two-matrix residual branch);
-* ``readout`` — ``a``, the output layer ``f = a · σ(h_L) / √m``.
+  two-matrix residual branch) and their biases ``b_W``, ``b_V``;
+* ``readout`` — ``a`` (and the output bias ``b_a``, shape ``(1,)``), the
+  output layer ``f = a · σ(h_L) / √m``.
 
 ``trained="all"`` trains every group, ``"hidden"`` only the hidden matrices (the
 convention of HWTZ/BGGB for the ResNet kernel), or give a list of groups.
@@ -22,6 +41,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal, NamedTuple
@@ -45,6 +65,38 @@ SMOOTH_ACTIVATIONS = ("tanh", "softplus", "gelu", "erf")
 PARAMETER_GROUPS = ("input", "hidden", "readout")
 READOUTS = ("activation", "linear")
 BRANCHES = ("two", "one")
+PARAMETERIZATIONS = ("ntk", "standard")
+"""neural-tangents' two parameterizations of a dense layer (module docstring)."""
+
+_BIAS_OF = {"b_W0": "W0", "b_W": "W", "b_V": "V"}
+"""Bias field → the matrix of its layer: ∂f/∂b is the backpropagated signal
+at that layer's output (times the bias scale), the u of the matrix's u vᵀ."""
+
+_BIAS_STREAM = 0x62696173  # "bias": the biases' keys are folded off the network key, so
+# that W0, W, V, a draw the same numbers with and without biases
+
+
+def resolve_dense_options(
+    W_std: float = 1.0, b_std: float | None = None, parameterization: str = "ntk"
+) -> tuple[float, float, str]:
+    """Checked ``(W_std, b_std, parameterization)`` of the dense layers, with
+    ``b_std`` None turned into 0.0 (no biases). Shared with :mod:`nth_dynamics.limits`.
+
+    Raises ValueError naming the option and what is allowed.
+    """
+    W_std = _check_real("W_std", W_std, positive=True)
+    b_std = 0.0 if b_std is None else _check_real("b_std", b_std, positive=False)
+    _check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+    return W_std, b_std, parameterization
+
+
+def _check_real(name: str, value, *, positive: bool) -> float:
+    bound = "> 0" if positive else "≥ 0 (or None)"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not (
+        value > 0 if positive else value >= 0
+    ):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
 
 
 def resolve_trained(trained: str | Sequence[str]) -> frozenset[str]:
@@ -77,7 +129,8 @@ def _check_activation(name: str) -> None:
 class Perturbation(NamedTuple):
     """Parameters moved along outer-product directions: θ + Σ_k eps_k g_k,
     each g_k given for every trained matrix by factors (U_k, V_k) with
-    g_k = U_k V_kᵀ (and by U_k alone for the readout vector ``a``).
+    g_k = U_k V_kᵀ (and by U_k alone for the vectors: the readout ``a`` and
+    the biases).
 
     The gradient of a network output with respect to a weight matrix is an
     outer product (backpropagated signal ⊗ layer input), so the directions
@@ -136,6 +189,9 @@ class AbstractNetwork(eqx.Module):
     activation: eqx.AbstractVar[str]
     readout: eqx.AbstractVar[str]
     trained: eqx.AbstractVar[frozenset[str]]
+    W_std: eqx.AbstractVar[float]
+    b_std: eqx.AbstractVar[float]
+    parameterization: eqx.AbstractVar[str]
     groups: ClassVar[dict[str, tuple[str, ...]]]
     """Parameter group → names of the fields that belong to it."""
 
@@ -154,30 +210,58 @@ class AbstractNetwork(eqx.Module):
     def sigma(self, u: Array) -> Array:
         return ACTIVATIONS[self.activation](u)
 
+    def weight_scale(self, fan_in: int, *, first: bool = False) -> float:
+        """The factor c of a dense layer ``z = c · M v (+ bias)`` (module docstring):
+        W_std/√N in the NTK parameterization (W_std for the first layer, whose
+        unit-sphere input already gives unit variance), 1 in the standard one
+        (its M carries W_std/√N; its first layer takes √d·x, so c = √d)."""
+        if self.parameterization == "standard":
+            return math.sqrt(fan_in) if first else 1.0
+        # W_std · (1/√N), not W_std/√N: with W_std = 1 this is bit for bit the 1/√m of the defaults
+        return self.W_std if first else self.W_std * (1 / math.sqrt(fan_in))
+
+    @property
+    def bias_scale(self) -> float:
+        """∂z/∂b of every bias: b_std (NTK parameterization) or 1 (standard)."""
+        return 1.0 if self.parameterization == "standard" else self.b_std
+
     def output(
         self, h_last: Float[Array, " width"], perturbation: Perturbation | None
     ) -> tuple[Float[Array, ""], Float[Array, " width"]]:
-        """f = a · σ(h_L) / √m (or a · h_L / √m), and the feature σ(h_L)/√m = ∂f/∂a."""
+        """f = a · σ(h_L) / √m (or a · h_L / √m) with the dense-layer options
+        (times W_std, plus b_std · b_a), and the feature ∂f/∂a."""
         feature = self.sigma(h_last) if self.readout == "activation" else h_last
-        feature = feature / math.sqrt(h_last.shape[-1])
-        a = self.a
-        if perturbation is not None and "a" in perturbation.factors:
-            a = a + perturbation.eps @ perturbation.factors["a"][0]
-        return jnp.dot(a, feature), feature
+        if self.parameterization == "ntk":
+            # the division as before the options existed, then W_std (× 1.0 is exact)
+            feature = self.W_std * (feature / math.sqrt(h_last.shape[-1]))
+        a = _moved(self.a, "a", perturbation)
+        f = jnp.dot(a, feature)
+        b_a = getattr(self, "b_a", None)
+        if b_a is not None:
+            f = f + self.bias_scale * _moved(b_a, "b_a", perturbation)[0]
+        return f, feature
 
     def gradient_factors(
         self, x: Float[Array, " d"], perturbation: Perturbation | None = None
     ) -> dict[str, tuple[Array, Array | None]]:
         """∇θ f(x) over the trained fields in outer-product form: field →
         (u, v) with ∂f/∂M = u vᵀ for a matrix (stacked over layers for
-        ``W``, ``V``) and (∂f/∂a, None) for the readout vector."""
+        ``W``, ``V``) and (∂f/∂b, None) for the vectors (the readout ``a``
+        and the biases, stacked over layers for ``b_W``, ``b_V``)."""
         probes = {field: jnp.zeros(getattr(self, field).shape[:-1], self.a.dtype)
                   for field in ("W0", "W", "V") if getattr(self, field, None) is not None}
         signals, inputs = jax.grad(lambda p: self.forward(x, perturbation, p), has_aux=True)(probes)
-        return {
-            field: (inputs[field], None) if field == "a" else (signals[field], inputs[field])
-            for field in self.trained_fields()
-        }
+
+        def factors(field):
+            if field == "a":
+                return inputs["a"], None
+            if field == "b_a":
+                return jnp.full((1,), self.bias_scale, self.a.dtype), None
+            if field in _BIAS_OF:
+                return self.bias_scale * signals[_BIAS_OF[field]], None
+            return signals[field], inputs[field]
+
+        return {field: factors(field) for field in self.trained_fields()}
 
     def trained_fields(self) -> tuple[str, ...]:
         return tuple(
@@ -212,18 +296,29 @@ class FFNet(AbstractNetwork):
 
     ``depth = 0`` is the two-layer network ``f = a · σ(W0 x) / √m``. Its
     infinite-width NTK is the recursion of docs/theory.md §6 taken to ``Θ_{L+1}``.
+
+    ``W_std``, ``b_std`` and ``parameterization`` are neural-tangents' dense-layer
+    options on every layer (module docstring): in the NTK parameterization
+    ``h0 = W_std W0 x + b_std b_W0``, ``h_l = W_std W_l σ(h_{l−1}) / √m + b_std b_W[l]``,
+    ``f = W_std a · σ(h_L) / √m + b_std b_a``.
     """
 
     W0: Float[Array, "width d"]
     W: Float[Array, "depth width width"]
     a: Float[Array, " width"]
+    b_W0: Float[Array, " width"] | None
+    b_W: Float[Array, "depth width"] | None
+    b_a: Float[Array, " 1"] | None
     activation: str = eqx.field(static=True)
     readout: str = eqx.field(static=True)
     trained: frozenset[str] = eqx.field(static=True)
+    W_std: float = eqx.field(static=True)
+    b_std: float = eqx.field(static=True)
+    parameterization: str = eqx.field(static=True)
     groups: ClassVar[dict[str, tuple[str, ...]]] = {
-        "input": ("W0",),
-        "hidden": ("W",),
-        "readout": ("a",),
+        "input": ("W0", "b_W0"),
+        "hidden": ("W", "b_W"),
+        "readout": ("a", "b_a"),
     }
 
     def __init__(
@@ -236,33 +331,45 @@ class FFNet(AbstractNetwork):
         activation: str = "tanh",
         readout: Literal["activation", "linear"] = "activation",
         trained: str | Sequence[str] = "all",
+        W_std: float = 1.0,
+        b_std: float | None = None,
+        parameterization: Literal["ntk", "standard"] = "ntk",
         dtype=None,
     ):
         _check_sizes(d, width, depth, min_depth=0)
         _check_activation(activation)
         _check_choice("readout", readout, READOUTS)
+        self.W_std, self.b_std, self.parameterization = resolve_dense_options(W_std, b_std, parameterization)
         dtype = dtype or jnp.result_type(float)
         k0, kw, ka = jax.random.split(key, 3)
         self.W0 = jax.random.normal(k0, (width, d), dtype)
         self.W = jax.random.normal(kw, (depth, width, width), dtype)
         self.a = jax.random.normal(ka, (width,), dtype)
+        if self.parameterization == "standard":
+            self.W0, self.W, self.a = _standard_weights(self.W_std, (self.W0, d), (self.W, width), (self.a, width))
+        self.b_W0, self.b_W, self.b_a = _biases(
+            key, self.b_std, self.parameterization, ((width,), (depth, width), (1,)), dtype
+        )
         self.activation = activation
         self.readout = readout
         self.trained = resolve_trained(trained)
 
     def forward(self, x, perturbation=None, probes=None):
-        scale = 1 / math.sqrt(self.width)
+        scale, bias_scale = self.weight_scale(self.width), self.bias_scale
         term, probe = _layer_terms(perturbation), (probes or {}).get
 
         def layer(h, per_layer):
-            W_l, factors_l, probe_l = per_layer
+            W_l, b_l, factors_l, bias_factors_l, probe_l = per_layer
             phi = self.sigma(h)
-            return _dense(W_l, phi, scale, term.eps, factors_l, probe_l), phi * scale
+            z = _dense(W_l, phi, scale, term.eps, factors_l, probe_l, b_l, bias_scale, bias_factors_l)
+            return z, phi * scale
 
-        h0 = _dense(self.W0, x, 1.0, term.eps, term("W0"), probe("W0"))
-        h, inputs_W = jax.lax.scan(layer, h0, (self.W, term("W", stacked=True), probe("W")))
+        h0 = _dense(self.W0, x, self.weight_scale(self.input_dim, first=True), term.eps, term("W0"), probe("W0"),
+                    self.b_W0, bias_scale, term("b_W0"))
+        per_layer = (self.W, self.b_W, term("W", stacked=True), term("b_W", stacked=True), probe("W"))
+        h, inputs_W = jax.lax.scan(layer, h0, per_layer)
         f, feature = self.output(h, perturbation)
-        return f, {"W0": x, "W": inputs_W, "a": feature}
+        return f, {"W0": x * self.weight_scale(self.input_dim, first=True), "W": inputs_W, "a": feature}
 
 
 class ResNet(AbstractNetwork):
@@ -281,21 +388,35 @@ class ResNet(AbstractNetwork):
     branch vanish at infinite width. For ReLU the two readings are the same
     function (σ is positively homogeneous); in Du et al., whose hidden vectors
     have O(1) norm rather than O(1) entries, this is their network.
+
+    ``W_std``, ``b_std`` and ``parameterization`` act on every dense layer
+    (module docstring) — ``W0``, both matrices of the branch, the readout —
+    and α multiplies the whole branch, its last bias included: in the NTK
+    parameterization the two-matrix block is
+    ``h + α (W_std V_l σ(W_std W_l h / √m + b_std b_W[l]) / √m + b_std b_V[l])``,
+    neural-tangents' ``Dense, σ, Dense`` branch times α.
     """
 
     W0: Float[Array, "width d"]
     W: Float[Array, "depth width width"]
     V: Float[Array, "depth width width"] | None
     a: Float[Array, " width"]
+    b_W0: Float[Array, " width"] | None
+    b_W: Float[Array, "depth width"] | None
+    b_V: Float[Array, "depth width"] | None
+    b_a: Float[Array, " 1"] | None
     alpha: float = eqx.field(static=True)
     branch: str = eqx.field(static=True)
     activation: str = eqx.field(static=True)
     readout: str = eqx.field(static=True)
     trained: frozenset[str] = eqx.field(static=True)
+    W_std: float = eqx.field(static=True)
+    b_std: float = eqx.field(static=True)
+    parameterization: str = eqx.field(static=True)
     groups: ClassVar[dict[str, tuple[str, ...]]] = {
-        "input": ("W0",),
-        "hidden": ("W", "V"),
-        "readout": ("a",),
+        "input": ("W0", "b_W0"),
+        "hidden": ("W", "b_W", "V", "b_V"),
+        "readout": ("a", "b_a"),
     }
 
     def __init__(
@@ -311,6 +432,9 @@ class ResNet(AbstractNetwork):
         branch: Literal["two", "one"] = "two",
         readout: Literal["activation", "linear"] = "activation",
         trained: str | Sequence[str] = "all",
+        W_std: float = 1.0,
+        b_std: float | None = None,
+        parameterization: Literal["ntk", "standard"] = "ntk",
         dtype=None,
     ):
         _check_sizes(d, width, depth, min_depth=1)
@@ -318,43 +442,53 @@ class ResNet(AbstractNetwork):
         _check_choice("branch", branch, BRANCHES)
         _check_choice("readout", readout, READOUTS)
         self.alpha = residual_scale(depth, alpha=alpha, gamma=gamma)
+        self.W_std, self.b_std, self.parameterization = resolve_dense_options(W_std, b_std, parameterization)
         dtype = dtype or jnp.result_type(float)
         k0, kw, kv, ka = jax.random.split(key, 4)
         self.W0 = jax.random.normal(k0, (width, d), dtype)
         self.W = jax.random.normal(kw, (depth, width, width), dtype)
         self.V = jax.random.normal(kv, (depth, width, width), dtype) if branch == "two" else None
         self.a = jax.random.normal(ka, (width,), dtype)
+        if self.parameterization == "standard":
+            self.W0, self.W, self.a = _standard_weights(self.W_std, (self.W0, d), (self.W, width), (self.a, width))
+            if self.V is not None:
+                (self.V,) = _standard_weights(self.W_std, (self.V, width))
+        self.b_W0, self.b_W, self.b_V, self.b_a = _biases(
+            key, self.b_std, self.parameterization,
+            ((width,), (depth, width), (depth, width) if branch == "two" else None, (1,)), dtype,
+        )
         self.branch = branch
         self.activation = activation
         self.readout = readout
         self.trained = resolve_trained(trained)
 
     def forward(self, x, perturbation=None, probes=None):
-        scale = 1 / math.sqrt(self.width)
+        scale, bias_scale = self.weight_scale(self.width), self.bias_scale
         term, probe = _layer_terms(perturbation), (probes or {}).get
 
         if self.V is None:
 
             def block(h, per_layer):
-                W_l, factors_W, probe_W = per_layer
-                z = _dense(W_l, h, scale, term.eps, factors_W, probe_W)
+                W_l, b_l, factors_W, bias_factors_W, probe_W = per_layer
+                z = _dense(W_l, h, scale, term.eps, factors_W, probe_W, b_l, bias_scale, bias_factors_W)
                 return h + self.alpha * self.sigma(z), {"W": h * scale}
 
-            per_layer = (self.W, term("W", stacked=True), probe("W"))
+            per_layer = (self.W, self.b_W, term("W", stacked=True), term("b_W", stacked=True), probe("W"))
         else:
 
             def block(h, per_layer):
-                W_l, V_l, factors_W, factors_V, probe_W, probe_V = per_layer
-                phi = self.sigma(_dense(W_l, h, scale, term.eps, factors_W, probe_W))
-                z = _dense(V_l, phi, scale, term.eps, factors_V, probe_V)
+                W_l, V_l, b_W_l, b_V_l, factors_W, factors_V, bias_factors_W, bias_factors_V, probe_W, probe_V = per_layer
+                phi = self.sigma(_dense(W_l, h, scale, term.eps, factors_W, probe_W, b_W_l, bias_scale, bias_factors_W))
+                z = _dense(V_l, phi, scale, term.eps, factors_V, probe_V, b_V_l, bias_scale, bias_factors_V)
                 return h + self.alpha * z, {"W": h * scale, "V": phi * scale}
 
-            per_layer = (self.W, self.V, term("W", stacked=True), term("V", stacked=True),
-                         probe("W"), probe("V"))
-        h0 = _dense(self.W0, x, 1.0, term.eps, term("W0"), probe("W0"))
+            per_layer = (self.W, self.V, self.b_W, self.b_V, term("W", stacked=True), term("V", stacked=True),
+                         term("b_W", stacked=True), term("b_V", stacked=True), probe("W"), probe("V"))
+        first = self.weight_scale(self.input_dim, first=True)
+        h0 = _dense(self.W0, x, first, term.eps, term("W0"), probe("W0"), self.b_W0, bias_scale, term("b_W0"))
         h, inputs = jax.lax.scan(block, h0, per_layer)
         f, feature = self.output(h, perturbation)
-        return f, {"W0": x, **inputs, "a": feature}
+        return f, {"W0": x * first, **inputs, "a": feature}
 
 
 ARCHITECTURES: dict[str, type[AbstractNetwork]] = {"ffnet": FFNet, "resnet": ResNet}
@@ -443,22 +577,59 @@ class _LayerTerms:
         if self.perturbation is None or field not in self.perturbation.factors:
             return None
         u, v = self.perturbation.factors[field]
+        if not stacked:
+            return u, v
         # (k, layer, …) → (layer, k, …) so that lax.scan hands each layer its factors
-        return (jnp.moveaxis(u, 0, 1), jnp.moveaxis(v, 0, 1)) if stacked else (u, v)
+        return jnp.moveaxis(u, 0, 1), None if v is None else jnp.moveaxis(v, 0, 1)
 
 
 _layer_terms = _LayerTerms
 
 
-def _dense(M: Array, h: Array, scale: float, eps: Array | None, factors, probe: Array | None) -> Array:
-    """z = scale · (M + Σ_k eps_k U_k V_kᵀ) h (+ probe), never forming U_k V_kᵀ."""
+def _dense(
+    M: Array, h: Array, scale: float, eps: Array | None, factors, probe: Array | None,
+    bias: Array | None = None, bias_scale: float = 1.0, bias_factors=None,
+) -> Array:
+    """z = scale · (M + Σ_k eps_k U_k V_kᵀ) h + bias_scale · (b + Σ_k eps_k B_k)
+    (+ probe), never forming U_k V_kᵀ; no bias term when ``bias`` is None."""
     z = scale * (M @ h)
     if factors is not None:
         U, V = factors
         z = z + scale * (U.T @ (eps * (V @ h)))
+    if bias is not None:
+        if bias_factors is not None:
+            bias = bias + eps @ bias_factors[0]
+        z = z + bias_scale * bias
     if probe is not None:
         z = z + probe
     return z
+
+
+def _moved(vector: Array, field: str, perturbation: Perturbation | None) -> Array:
+    """A vector parameter moved by the perturbation: v + Σ_k eps_k U_k."""
+    if perturbation is None or field not in perturbation.factors:
+        return vector
+    return vector + perturbation.eps @ perturbation.factors[field][0]
+
+
+def _standard_weights(W_std: float, *weights: tuple[Array, int]) -> tuple[Array, ...]:
+    """The standard parameterization's weights: the N(0, 1) draws times
+    W_std/√fan_in, each given with its fan-in (the same draws as "ntk")."""
+    return tuple(M * (W_std / math.sqrt(fan_in)) for M, fan_in in weights)
+
+
+def _biases(key, b_std: float, parameterization: str, shapes, dtype) -> tuple[Array | None, ...]:
+    """One bias per dense layer (shape None: that layer is absent), or all None
+    when ``b_std`` is 0. N(0, 1) in the NTK parameterization (b_std is in the
+    forward pass), N(0, b_std²) in the standard one. Their keys are folded off
+    the network key, so the weights draw the same numbers as without biases."""
+    if b_std == 0.0:
+        return (None,) * len(shapes)
+    keys = jax.random.split(jax.random.fold_in(key, _BIAS_STREAM), len(shapes))
+    scale = b_std if parameterization == "standard" else 1.0
+    return tuple(
+        None if shape is None else scale * jax.random.normal(k, shape, dtype) for k, shape in zip(keys, shapes)
+    )
 
 
 def _check_sizes(d: int, width: int, depth: int, *, min_depth: int) -> None:

@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 import equinox as eqx
 import jax
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from .._schema import Activation, Group, Section
-from ..engine.networks import BRANCHES, READOUTS
+from ..engine.networks import BRANCHES, PARAMETERIZATIONS, READOUTS
 from .schema import DataSpec, FileData, Hierarchy, Loss, Reference, Time
 
 LEFT_OUT_AT_DEFAULT: dict[tuple[str, str], Any] = {
@@ -36,6 +36,9 @@ LEFT_OUT_AT_DEFAULT: dict[tuple[str, str], Any] = {
     ("reference", "optimizer"): None,
     ("reference", "optimizer_options"): {},
     ("", "loss"): "mse",
+    ("network", "W_std"): 1.0,
+    ("network", "b_std"): 0.0,
+    ("network", "parameterization"): "ntk",
 }
 """(section, field) → the default that is left out of the id payload: fields
 added after results were written enter the id only when they change what a
@@ -56,12 +59,22 @@ class NetworkSpec(Section):
     alpha: PositiveFloat | None = None
     """ResNet block scale α (resolved from the scenario's alpha or γ); None for an FFNet."""
     branch: Literal[BRANCHES] | None = None  # type: ignore[valid-type]
+    W_std: PositiveFloat = 1.0
+    b_std: NonNegativeFloat = 0.0
+    """0: no biases."""
+    parameterization: Literal[PARAMETERIZATIONS] = "ntk"  # type: ignore[valid-type]
 
     def options(self) -> dict[str, Any]:
-        """Keyword options of :func:`~nth_dynamics.engine.networks.make_network`."""
+        """Keyword options of :func:`~nth_dynamics.engine.networks.make_network`
+        (and of :func:`~nth_dynamics.engine.networks.parameter_counts`); the
+        dense-layer options only when they differ from the defaults, so that a
+        default network is built from exactly the options it always was."""
         options: dict[str, Any] = {"activation": self.activation, "readout": self.readout, "trained": list(self.trained)}
         if self.architecture == "resnet":
             options.update(alpha=self.alpha, branch=self.branch)
+        for field in ("W_std", "b_std", "parameterization"):
+            if getattr(self, field) != LEFT_OUT_AT_DEFAULT["network", field]:
+                options[field] = getattr(self, field)
         return options
 
 

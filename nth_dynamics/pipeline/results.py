@@ -90,6 +90,8 @@ COORDINATES: dict[str, tuple[str, str]] = {
     "depth": ("network depth L (hidden layers or residual blocks)", "1"),
     "gamma": ("residual scale exponent: alpha = depth^(-gamma)", "1"),
     "alpha": ("residual block scale alpha", "1"),
+    "W_std": ("weight scale W_std of every dense layer (neural-tangents' Dense)", "1"),
+    "b_std": ("bias scale b_std of every dense layer; 0: no biases", "1"),
     "n_train": ("number of training points n", "1"),
 }
 

@@ -82,6 +82,8 @@ SWEEP_DIMS: dict[str, str] = {
     "depth": "network.depth",
     "gamma": "network.gamma",
     "alpha": "network.alpha",
+    "W_std": "network.W_std",
+    "b_std": "network.b_std",
     "n_train": "data.n_train",
     "width": "network.width",
 }
@@ -197,6 +199,9 @@ class Scenario(Section):
             trained=self.network.trained,
             alpha=residual_scale(depth, alpha=pick("alpha"), gamma=pick("gamma")) if resnet else None,
             branch=self.network.branch if resnet else None,
+            W_std=pick("W_std"),
+            b_std=pick("b_std"),
+            parameterization=self.network.parameterization,
         )
         return CellSpec(
             precision=self.precision,

@@ -40,7 +40,7 @@ from .._schema import (
 from ..engine.hierarchy import SOLVERS
 from ..engine.kernels import MAX_ORDER
 from ..engine.losses import LOSSES
-from ..engine.networks import BRANCHES, READOUTS
+from ..engine.networks import BRANCHES, PARAMETERIZATIONS, READOUTS
 from ..engine.optimizers import OPTIMIZERS
 
 
@@ -160,6 +160,13 @@ class Network(Section):
     trained: Annotated[
         tuple[Group, ...], BeforeValidator(_trained_groups), AfterValidator(_distinct), AfterValidator(_sorted)
     ] = ALL_GROUPS
+    W_std: Sweep(PositiveFloat) = (1.0,)
+    """neural-tangents' ``W_std`` of every dense layer (docs/neural_tangents.md)."""
+    b_std: Sweep(NonNegativeFloat) = (0.0,)
+    """neural-tangents' ``b_std`` of every dense layer; 0: no biases (its ``b_std=None``)."""
+    parameterization: Literal[PARAMETERIZATIONS] = "ntk"  # type: ignore[valid-type]
+    """``ntk`` (weights N(0, 1), W_std/√fan_in in the forward pass) or ``standard``
+    (weights N(0, W_std²/fan_in)): neural-tangents' two parameterizations."""
 
 
 class Hierarchy(Section):

@@ -23,7 +23,7 @@ import xarray as xr
 from .._progress import Progress
 from .._schema import ScenarioError
 from .cell_run import run_cell
-from .cells import FACTORY_KEYWORDS, Cell, ModelFactory
+from .cells import FACTORY_KEYWORDS, LEFT_OUT_AT_DEFAULT, Cell, ModelFactory
 from .estimates import check_budget, estimate_cell
 from .execution import WorkerLost, run_in_turn, run_on_cluster
 from .infinite_width import simulate_study
@@ -127,7 +127,9 @@ def simulate(
     return ds
 
 
-BUILT_IN_NETWORK_FIELDS = ("architecture", "alpha", "gamma", "branch", "readout", "trained")
+BUILT_IN_NETWORK_FIELDS = (
+    "architecture", "alpha", "gamma", "branch", "readout", "trained", "W_std", "b_std", "parameterization",
+)
 """The ``network`` fields that describe the built-in networks only: unset with a user's model."""
 
 
@@ -162,10 +164,14 @@ def _stage_times(datasets: Mapping[str, xr.Dataset]) -> dict[str, float]:
 
 def _add_scalar_coordinates(ds: xr.Dataset, scenario: Scenario, factory: ModelFactory | None = None) -> None:
     """Unswept grid fields as scalar coordinates: ``ds.depth`` always answers;
-    with a user's model, ``architecture`` is the factory's name."""
+    with a user's model, ``architecture`` is the factory's name. A field of
+    :data:`~nth_dynamics.pipeline.cells.LEFT_OUT_AT_DEFAULT` at its default
+    (``W_std = 1``, ``b_std = 0``) is left out, as from the cell id: results
+    written before it existed keep their coordinates."""
     for dim, field in SWEEP_DIMS.items():
         values = scenario.field(field)
-        if dim not in ds.dims and values is not None:
+        default = LEFT_OUT_AT_DEFAULT.get(tuple(field.split(".")), object())
+        if dim not in ds.dims and values is not None and values[0] != default:
             ds.coords[dim] = values[0]
     if factory is not None:
         ds.coords["architecture"] = factory.name

@@ -42,8 +42,9 @@ Unrolling the two-matrix recursion gives docs/theory.md §6's form with
 σ_w² = 2 convention there differ only by α² → 2α²: docs/theory.md §6's ResNet is
 ``alpha = √2 · L^(−γ)`` here.
 
-**Dense-layer options** (docs/theory.md §10; the limit kernels only — the
-finite networks have no ``W_std``/``b_std`` yet). ``W_std``, ``b_std`` and
+**Dense-layer options** (docs/theory.md §10; the same options of the finite
+networks, :mod:`nth_dynamics.engine.networks`, converge to these kernels as
+the width grows). ``W_std``, ``b_std`` and
 ``parameterization`` act as in neural-tangents' ``stax.Dense`` on every matrix
 of the network (input, hidden, both matrices of a two-matrix branch, readout),
 and α multiplies the branch. Each matrix is one :class:`Affine` step::
@@ -152,7 +153,7 @@ def kernels(
             tanh, softplus and GELU, and the dense-layer options of
             neural-tangents' ``stax.Dense`` (module docstring,
             docs/neural_tangents.md): ``W_std`` (> 0, default 1), ``b_std``
-            (≥ 0, default 0: no biases), ``parameterization`` (``"ntk"`` or
+            (≥ 0 or None, default 0; 0 and None: no biases), ``parameterization`` (``"ntk"`` or
             ``"standard"``, which needs ``width``, the hidden width).
 
     Returns:
@@ -246,17 +247,16 @@ def ntk_shape(rho: float | Float[ArrayLike, " r"], architecture: str, depth: int
 
 __all__ = [
     "ACTIVATION_DERIVATIVES",
+    "DENSE_OPTIONS",
+    "PARAMETERIZATIONS",
     "AbstractDual",
     "Affine",
     "Architecture",
-    "DENSE_OPTIONS",
     "ErfDual",
     "Kernels",
-    "PARAMETERIZATIONS",
     "QuadratureDual",
     "ReLUDual",
     "arccos",
-    "resolve_architecture",
     "dual",
     "kernels",
     "nngp",
@@ -265,4 +265,5 @@ __all__ = [
     "ntk",
     "ntk_profile",
     "ntk_shape",
+    "resolve_architecture",
 ]

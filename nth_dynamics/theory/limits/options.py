@@ -4,8 +4,6 @@ networks' own options, and the dense-layer options of neural-tangents'
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 
 import jax.numpy as jnp
@@ -14,8 +12,10 @@ from jaxtyping import Array, ArrayLike
 
 from ...engine.networks import (
     BRANCHES,
+    PARAMETERIZATIONS,  # noqa: F401  (one concept in one place: nd.limits re-exports it)
     READOUTS,
     residual_scale,
+    resolve_dense_options,
     resolve_trained,
 )
 from .duals import dual
@@ -31,17 +31,6 @@ ARCHITECTURE_OPTIONS: dict[str, tuple[str, ...]] = {
 """Options each architecture accepts: the networks' own, ``quadrature_nodes`` and
 the dense-layer options of :data:`DENSE_OPTIONS` (limit kernels only)."""
 
-PARAMETERIZATIONS = ("ntk", "standard")
-
-
-def _check_number(name: str, value, *, positive: bool) -> float:
-    bound = "> 0" if positive else "≥ 0"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not (
-        value > 0 if positive else value >= 0
-    ):
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
 
 def _check_size(name: str, value, why: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -50,12 +39,11 @@ def _check_size(name: str, value, why: str) -> int:
 
 
 def _resolve_affine(options: dict, input_dim: int | None) -> Affine | None:
-    """The dense layers' options (docs/theory.md §10); None for the defaults."""
-    W_std = _check_number("W_std", options.get("W_std", 1.0), positive=True)
-    b_std = _check_number("b_std", options.get("b_std", 0.0), positive=False)
-    parameterization = options.get("parameterization", "ntk")
-    if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {list(PARAMETERIZATIONS)}, got {parameterization!r}")
+    """The dense layers' options (docs/theory.md §10), checked as the finite
+    networks check them (b_std None or 0: no biases); None for the defaults."""
+    W_std, b_std, parameterization = resolve_dense_options(
+        options.get("W_std", 1.0), options.get("b_std"), options.get("parameterization", "ntk")
+    )
     width = options.get("width")
     if parameterization == "standard":
         if width is None:
@@ -68,7 +56,7 @@ def _resolve_affine(options: dict, input_dim: int | None) -> Affine | None:
         raise ValueError("width only enters parameterization='standard' (the NTK parameterization's kernels do not depend on it)")
     if W_std == 1.0 and b_std == 0.0 and parameterization == "ntk":
         return None
-    as_array = lambda v: jnp.asarray(v, dtype=jnp.float64)  # noqa: E731
+    as_array = lambda v: jnp.asarray(v, dtype=jnp.float64)
     return Affine(
         as_array(W_std), as_array(b_std), as_array(parameterization == "standard"), as_array(b_std > 0),
         as_array(width or 1), as_array(input_dim or 1),
@@ -111,7 +99,7 @@ def resolve_architecture(
                 "the one-matrix branch leaves non-Gaussian hidden units (no fresh matrix after σ), "
                 "so readout='activation' has no covariance recursion; use readout='linear'"
             )
-    homogeneous = dual_.homogeneous and options.get("b_std", 0.0) == 0.0
+    homogeneous = dual_.homogeneous and not options.get("b_std")  # None or 0: no biases
     return Architecture(architecture, dual_, readout, trained, branch, affine, homogeneous), alpha
 
 

@@ -35,7 +35,7 @@ from .common import (
     save,
 )
 
-NETWORK_OPTIONS = ("activation", "readout", "trained", "alpha", "gamma", "branch")
+NETWORK_OPTIONS = ("activation", "readout", "trained", "alpha", "gamma", "branch", "W_std", "b_std")
 """The fields that are options of the networks (and of their limit kernel)."""
 RESNET_ONLY = ("alpha", "gamma", "branch")
 
@@ -79,6 +79,12 @@ class WidthConvergenceStudy(AbstractStudy):
     gamma: NonNegativeFloat | None = None
     """resnet: α = depth^(−γ); default γ = 1/2."""
     branch: Literal[BRANCHES] = "two"  # type: ignore[valid-type]
+    W_std: PositiveFloat | None = None
+    """neural-tangents' W_std of every dense layer (None: 1), in the network and its limit."""
+    b_std: NonNegativeFloat | None = None
+    """neural-tangents' b_std of every dense layer (None or 0: no biases). Unset,
+    both stay out of the arguments, so earlier studies keep their ids; the
+    standard parameterization, whose limit changes with the width, is not offered here."""
 
     lower: ClassVar[str] = "infinite_width.widths, seeds or n"
 
@@ -162,10 +168,10 @@ class WidthConvergenceStudy(AbstractStudy):
 
     def summarise(self, ds: xr.Dataset) -> str:
         lines = [
-            f"{ds.attrs['architecture']} depth {ds.attrs['depth']}: slope of the mean deviation in log width "
+            (f"{ds.attrs['architecture']} depth {ds.attrs['depth']}: slope of the mean deviation in log width "
             f"{ds.attrs['slope']:.3f} (95 % bootstrap {ds.attrs['slope_ci_low']:.3f} to {ds.attrs['slope_ci_high']:.3f}; "
             "docs/theory.md §4: −1/2), seed-mean slope "
-            f"{ds.attrs['seed_mean_slope']:.3f}.",
+            f"{ds.attrs['seed_mean_slope']:.3f}."),
             "",
             "| width | mean deviation | seed-mean deviation |",
             "|---:|---:|---:|",
