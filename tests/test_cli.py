@@ -125,6 +125,7 @@ def test_simulate_refuses_a_cell_above_the_memory_budget_before_running(tmp_path
     assert not (tmp_path / "big.nc").exists()
 
 
+@pytest.mark.slow  # starts a local dask cluster, ~35 s
 def test_cells_run_by_parallel_workers_give_the_serial_result(tiny, tmp_path):
     """--workers 2: the cells run as dask.distributed tasks in two processes,
     each writes its cell file, and the result equals the serial one."""

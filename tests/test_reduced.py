@@ -49,7 +49,7 @@ MODELS = {  # (model, order, explicit filter_spec: the generic path): the paths 
         lambda: eqx.nn.MLP(3, "scalar", 6, 1, activation=jnp.tanh, key=jax.random.key(4)), 5, False
     ),
 }
-SLOW = {"ffnet structured to K5", "equinox mlp generic to K5"}  # compiling K5 twice takes ~30 s
+SLOW = {"ffnet structured to K5", "equinox mlp generic to K5", "resnet structured to K4"}  # ~20–30 s each
 
 
 @pytest.mark.parametrize(
@@ -239,6 +239,7 @@ def test_reduced_outputs_match_the_full_hierarchy_and_the_estimate_bounds_the_di
         assert float(result.basis_error_ratio[i]) <= 1e-3
 
 
+@pytest.mark.slow  # ~20 s; the solver-floor refusal below covers the same path by default
 def test_an_estimate_above_the_accuracy_asked_is_an_error(training_problem):
     model, x_train, y_train, x_eval, ts, _ = training_problem
     with pytest.raises(BasisError, match="error estimate"):
@@ -269,3 +270,13 @@ def test_the_logistic_reduced_hierarchy_spans_l_prime_and_matches_the_full_one(t
     assert difference <= float(result.basis_error[0])
     # a residual basis (f − y) is not what the logistic hierarchy contracts with: ℓ′ is
     assert not jnp.allclose(logistic.derivative(full.f[:, :n], signs), full.f[:, :n] - signs)
+
+
+def test_an_estimate_at_the_solver_tolerance_says_to_lower_rtol(training_problem):
+    """The estimate is the difference of two solves: with loose solver
+    tolerances it is solver error, and a new basis would not help."""
+    model, x_train, y_train, x_eval, ts, _ = training_problem
+    with pytest.raises(BasisError, match="lower rtol and atol"):
+        reduced_hierarchy(
+            model, x_train, y_train, ts, (3,), x_eval, accuracy=1e-9, max_enlargements=0, rtol=1e-4, atol=1e-4
+        )

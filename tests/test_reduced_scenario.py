@@ -34,6 +34,7 @@ def runs(tmp_path_factory):
     return {name: xr.load_dataset(path) for name, path in results.items()}
 
 
+@pytest.mark.slow  # two CLI simulations, ~90 s
 def test_the_reduced_cell_reproduces_the_full_one_within_its_error_estimate(runs):
     full, reduced = runs["full"], runs["reduced"]
     np.testing.assert_array_equal(full.f_ref, reduced.f_ref)  # the reference is the same computation
@@ -47,6 +48,7 @@ def test_the_reduced_cell_reproduces_the_full_one_within_its_error_estimate(runs
     np.testing.assert_allclose(reduced.f_nth.sel(order=2), full.f_nth.sel(order=2), rtol=0, atol=1e-8)
 
 
+@pytest.mark.slow  # shares the two simulations above
 def test_projected_magnitudes_never_stand_under_the_full_name(runs):
     full, reduced = runs["full"], runs["reduced"]
     assert "projected_kernel_magnitude" not in full and "basis_rank" not in full

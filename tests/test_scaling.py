@@ -41,6 +41,7 @@ def errors_by_width():
     return np.stack(errors)  # (width, seed, order)
 
 
+@pytest.mark.slow  # the width sweep behind both tests takes ~70 s
 def test_higher_truncation_orders_track_gradient_flow_better(errors_by_width):
     geometric_mean = np.exp(np.log(errors_by_width).mean(axis=1))
     assert np.all(geometric_mean[:, 1] < geometric_mean[:, 0])
@@ -48,6 +49,7 @@ def test_higher_truncation_orders_track_gradient_flow_better(errors_by_width):
     assert geometric_mean[-1, 2] < 1e-6  # p = 4 at width 1024 tracks the real network closely
 
 
+@pytest.mark.slow
 def test_truncation_error_falls_with_width_at_the_predicted_rates(errors_by_width):
     """Slopes of log E_p against log width: −1, −1, −2 for p = 2, 3, 4 (docs/theory.md
     §4, bounds of HY Thm 2.6). With 3 seeds over under a decade the fit is

@@ -136,7 +136,9 @@ print(int(re.search(r"VmHWM:\\s*(\\d+) kB", status).group(1)) * 1024)
 """
 
 
-@pytest.mark.parametrize("budget", [8.0, 0.75], ids=["vectorised", "chunked"])
+@pytest.mark.parametrize(
+    "budget", [pytest.param(8.0, marks=pytest.mark.slow), 0.75], ids=["vectorised", "chunked"]  # ~30 s each
+)
 def test_the_cell_estimate_covers_the_peak_memory_of_its_process(budget):
     """A whole cell in a fresh process (JAX, compilation, tower, solvers):
     its peak resident memory stays below the estimate, whose tower alone

@@ -57,6 +57,12 @@ DENSE_SAVES = 64
 besides the save times: a smooth residual's modes need the whole interval."""
 
 
+SOLVER_FLOOR_FACTOR = 100
+"""A basis-error estimate within this factor of the solves' tolerance
+(rtol·max|f| + atol) is taken for solver error, and the refusal says to lower
+rtol and atol rather than to change the basis."""
+
+
 class BasisError(RuntimeError):
     """The reduced-basis hierarchy's own error estimate exceeds the accuracy asked for."""
 
@@ -198,10 +204,16 @@ def reduced_hierarchy(
             break  # (a basis of rank n is the full hierarchy)
         if attempt == max_enlargements:
             worst = int(jnp.argmax(ratio))
+            # the estimate is a difference of two solves: it cannot fall below their own error
+            floor = rtol * float(jnp.max(jnp.abs(solutions[worst].f))) + atol
+            remedy = "use the full basis, or lower tol"
+            if float(error[worst]) <= SOLVER_FLOOR_FACTOR * floor:
+                remedy = (f"the estimate ({float(error[worst]):.2g}) is within {SOLVER_FLOOR_FACTOR}× of the solves' own "
+                          f"tolerance (rtol·max|f| + atol = {floor:.2g}): lower rtol and atol")
             raise BasisError(
                 f"reduced basis of rank {basis.shape[1]} (of n = {n}): its error estimate for p = {orders[worst]} "
                 f"is {float(ratio[worst]):.2g} of {'E_p' if reference_f is not None else 'the finite-width correction'}, "
-                f"above accuracy {accuracy:g}; use the full basis, or lower tol"
+                f"above accuracy {accuracy:g}; {remedy}"
             )
     trajectories = tuple(
         Trajectory(ts=ts, f=s.f[at_saves], ntk=s.ntk[at_saves], stats=s.stats) for s in solutions
