@@ -21,12 +21,17 @@ SOLVER_STAGES = {"tsit5": 7, "dopri5": 7, "dopri8": 13, "heun": 2, "bosh3": 4, "
 """Vector-field evaluations kept per step (the memory of a Runge–Kutta step)."""
 IMPLICIT_SOLVERS = {"kvaerno5"}
 
-PLANNED_RANK = 32
+PLANNED_RANK = 16
 """The basis rank k that ``hierarchy.basis: reduced`` is planned for before
 the POD has chosen it: the enlarged ranks measured at basis_tol 1e−12 were
 12–21 (tanh FFNet, n = 24, t1 = 10) and 13–15 (ResNet, n = 64–256, t1 = 4),
-not growing with n (benchmarks/reduced.py); 32 leaves room. A cell records
-the k it used (``basis_rank``)."""
+not growing with n (benchmarks/reduced.py), and 16 once rounded up to whole
+direction chunks (n = 128, both seeds of benchmarks/reduced_cell.yaml). A
+cell records the k it used (``basis_rank``); the memory plan has room for
+more (it errs high, :func:`~nth_dynamics.engine.kernels.tower_bytes`)."""
+REDUCED_TOWERS = 2
+"""Projected towers a reduced cell computes per seed: on the seed basis and on
+the enlarged one (a second enlargement is rare)."""
 REDUCED_SOLVES = 3
 """Solves of each order a reduced cell makes: on the seed basis, on the
 enlarged one, and (rarely) on a second enlargement."""
@@ -170,7 +175,8 @@ def _seconds(spec: CellSpec, n: int, n_eval: int, n_trained: int) -> float:
     k2 = 6.0 * (n_eval + n) * n_trained  # one forward and backward pass per point
     k = planned_rank(spec)
     solves = 1 if spec.hierarchy.basis == "full" else REDUCED_SOLVES
-    tower = solves * sum(k2 * (2 * k) ** (r - 2) for r in range(2, max(orders) + 1))
+    towers = 1 if spec.hierarchy.basis == "full" else REDUCED_TOWERS
+    tower = towers * sum(k2 * (2 * k) ** (r - 2) for r in range(2, max(orders) + 1))
     state = n_eval * (1 + sum(n * k ** (r - 2) for r in range(2, max(orders) + 1)))
     nth = solves * len(orders) * 100 * 7 * 2 * state * k
     reference = 100 * 7 * 6 * n * n_trained + spec.time.n_saves * k2

@@ -1,0 +1,115 @@
+"""K2 of the generic path against neural-tangents' ``empirical_ntk_fn`` (issue 13:
+"keep that lead"), on the same weights, in one run.
+
+    python benchmarks/neural_tangents_k2.py --nt-python /path/to/nt-venv/bin/python
+
+neural-tangents 0.6.5 is archived and needs jax 0.4.25 (docs/neural_tangents.md):
+it runs in its own venv, given by ``--nt-python``, never imported here. The
+network is stax's ``Dense(m), Erf, Dense(1)`` (NTK parametrisation, no
+biases) on n = 8 points of S⁶, widths 1024 and 2048. Its child process
+initialises the weights, times every ``implementation`` of
+``empirical_ntk_fn`` (jacobian contraction, NTK-vector products, structured
+derivatives) and writes weights and kernel to a file; the project's child
+process computes K2 of a hand-written Equinox module with those weights on
+the generic path (``filter_spec`` given). Both in float64, best of
+``--repeats`` runs after compilation; printed: each time, project / best
+neural-tangents, and the largest difference of the kernels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+NEURAL_TANGENTS = r"""
+import json, sys, time
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp, numpy as np
+import neural_tangents as nt
+from neural_tangents import stax
+width, n, d, repeats, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+x = jax.random.normal(jax.random.PRNGKey(0), (n, d))
+x = x / jnp.linalg.norm(x, axis=1, keepdims=True)
+init_fn, apply_fn, _ = stax.serial(stax.Dense(width), stax.Erf(), stax.Dense(1))
+_, params = init_fn(jax.random.PRNGKey(1), x.shape)
+times = {}
+kernel = None
+for name, implementation in [("jacobian_contraction", 1), ("ntk_vector_products", 2), ("structured_derivatives", 3)]:
+    fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=implementation))
+    k = fn(x, None, params).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x, None, params).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    times[name] = best
+    kernel = np.asarray(k).reshape(n, n)
+np.savez(out, x=np.asarray(x), W1=np.asarray(params[0][0]), W2=np.asarray(params[2][0]), kernel=kernel)
+print(json.dumps(times))
+"""
+
+PROJECT = r"""
+import json, sys, time
+import numpy as np
+import jax, jax.numpy as jnp, equinox as eqx
+import nth_dynamics as nd
+repeats, path = int(sys.argv[1]), sys.argv[2]
+data = np.load(path)
+
+class TwoLayer(eqx.Module):
+    W1: jax.Array
+    W2: jax.Array
+    def __call__(self, x):  # stax's Dense(m), Erf, Dense(1) with parameterization="ntk"
+        h = x @ self.W1 / jnp.sqrt(self.W1.shape[0])
+        return (jax.scipy.special.erf(h) @ self.W2)[0] / jnp.sqrt(self.W2.shape[0])
+
+model = TwoLayer(jnp.asarray(data["W1"]), jnp.asarray(data["W2"]))
+x = jnp.asarray(data["x"])
+spec = jax.tree.map(eqx.is_inexact_array, model)  # the generic path
+(k2,) = jax.block_until_ready(nd.kernel_tower(model, x, 2, filter_spec=spec))
+best = float("inf")
+for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(nd.kernel_tower(model, x, 2, filter_spec=spec))
+    best = min(best, time.perf_counter() - start)
+print(json.dumps({"project": best, "difference": float(np.max(np.abs(np.asarray(k2) - data["kernel"]))),
+                  "scale": float(np.max(np.abs(data["kernel"])))}))
+"""
+
+
+def run(python: str, code: str, *args) -> dict:
+    out = subprocess.run([python, "-c", code, *map(str, args)], capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nt-python", required=True, help="python of a venv with neural-tangents 0.6.5")
+    parser.add_argument("--widths", type=int, nargs="+", default=[1024, 2048])
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--d", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    print(f"n = {args.n}, d = {args.d}, float64, best of {args.repeats}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for width in args.widths:
+            path = Path(tmp) / f"w{width}.npz"
+            theirs = run(args.nt_python, NEURAL_TANGENTS, width, args.n, args.d, args.repeats, path)
+            ours = run(sys.executable, PROJECT, args.repeats, path)
+            fastest = min(theirs, key=theirs.get)
+            listed = ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in theirs.items())
+            print(f"width {width}: neural-tangents {listed}")
+            print(f"{'':11}project generic K2 {ours['project'] * 1e3:.2f} ms: {ours['project'] / theirs[fastest]:.2f}× "
+                  f"neural-tangents' fastest ({fastest}); max|ΔK2| = {ours['difference']:.1e} "
+                  f"(of max|K2| {ours['scale']:.2f})")
+
+
+if __name__ == "__main__":
+    main()
