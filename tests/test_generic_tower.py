@@ -110,6 +110,43 @@ def test_gram_tower_of_a_network_as_a_plain_module(small_problem):
         assert relative_error(kernel, expected) <= 1e-12
 
 
+class Labelled(eqx.Module):
+    """TwoLayer with an integer array leaf (frozen, not differentiated) and
+    a non-array leaf (part of the compilation key)."""
+
+    inner: TwoLayer
+    steps: jax.Array
+    notes: object
+
+    def __call__(self, x):
+        return self.inner(x) + 0.0 * jnp.sum(self.steps)
+
+
+class Unhashable:
+    __hash__ = None
+
+
+def test_the_compiled_tower_keys_on_structure_not_values(small_problem):
+    """Same structure, other weights: no new compilation and the new weights'
+    tower (the key must hold no array values); frozen integer leaves stay
+    out of the gradients; an unhashable leaf is refused in one line."""
+    from nth_dynamics.engine.kernels import _compiled
+
+    x_train, _, x_eval = small_problem
+    first, second = TwoLayer(3, 12, jax.random.key(2)), TwoLayer(3, 12, jax.random.key(3))
+    nd.kernel_tower(first, x_train, 3, x_eval)
+    compiled = _compiled._cache_size()
+    tower = nd.kernel_tower(second, x_train, 3, x_eval)
+    assert _compiled._cache_size() == compiled
+    for kernel, expected in zip(tower, nested_jvp_tower(second, x_train, 3, x_eval), strict=True):
+        assert relative_error(kernel, expected) <= 1e-12
+    labelled = Labelled(second, jnp.arange(3), "a hashable note")
+    for kernel, expected in zip(nd.kernel_tower(labelled, x_train, 3, x_eval), tower, strict=True):
+        assert relative_error(kernel, expected) <= 1e-12
+    with pytest.raises(ValueError, match="Labelled has a non-array leaf of type Unhashable"):
+        nd.kernel_tower(Labelled(second, jnp.arange(3), Unhashable()), x_train, 3, x_eval)
+
+
 def test_chunked_points_and_directions_do_not_change_the_generic_tower(small_problem):
     x_train, _, x_eval = small_problem
     model = TwoLayer(3, 12, jax.random.key(4))

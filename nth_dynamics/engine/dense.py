@@ -88,6 +88,11 @@ class DenseStack(eqx.Module):
         return max(layer.weight.shape[0] for layer in self.layers)
 
     @property
+    def trained_size(self) -> int:
+        """Number of trained parameters: every weight and bias."""
+        return sum(leaf.size for leaf in jax.tree.leaves(self.layers) if eqx.is_array(leaf))
+
+    @property
     def activation_count(self) -> int:
         """Numbers a forward pass stores per point: pre- and post-activation of every unit."""
         return 2 * sum(layer.weight.shape[0] for layer in self.layers)

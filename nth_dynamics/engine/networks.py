@@ -269,12 +269,17 @@ class AbstractNetwork(eqx.Module):
             for field in self.groups[group] if getattr(self, field) is not None
         )
 
+    @property
+    def trained_size(self) -> int:
+        """Number of trained parameters."""
+        return sum(getattr(self, field).size for field in self.trained_fields())
+
     def trained_filter(self) -> AbstractNetwork:
         """A pytree of booleans shaped like the model: True on trained leaves."""
-        mask = jax.tree.map(lambda _: False, self)
-        for field in self.trained_fields():
-            mask = eqx.tree_at(lambda m, field=field: getattr(m, field), mask, True)
-        return mask
+        # one traversal keyed on each leaf's field name: a tree_at per field
+        # took 0.3 ms, most of a 0.6 ms K2 (FFNet, width 2048, n = 8, CPU)
+        fields = frozenset(self.trained_fields())
+        return jax.tree_util.tree_map_with_path(lambda path, _: path[0].name in fields, self)
 
     @property
     def width(self) -> int:
