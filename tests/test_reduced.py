@@ -83,6 +83,34 @@ def test_projected_chunks_do_not_change_the_tower(basis3, small_problem, batch_s
         assert relative_error(a, b) <= 1e-12
 
 
+@pytest.mark.parametrize("generic", [False, True])
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_basis_chunk_is_the_chunk_the_projected_tower_takes(basis3, small_problem, batch_size, generic, monkeypatch):
+    """reduced_hierarchy rounds its rank to whole chunks of basis_chunk: it
+    must be what kernel_tower passes to the projected levels (it once used a
+    memory-only plan while the tower used the speed-aware one)."""
+    import nth_dynamics.engine.kernels as kernels
+
+    x_train, _, x_eval = small_problem
+    model = nd.ResNet(3, 12, 2, key=jax.random.key(2))
+    spec = model.trained_filter() if generic else None
+    seen = []
+    chunked = kernels._chunked
+
+    def recording(along, directions, chunk):
+        seen.append(chunk)
+        return chunked(along, directions, chunk)
+
+    monkeypatch.setattr(kernels, "_chunked", recording)
+    jax.clear_caches()  # the levels record their chunk while tracing
+    nd.kernel_tower(model, x_train, 4, x_eval, basis=basis3, batch_size=batch_size, filter_spec=spec)
+    expected = kernels.basis_chunk(model, x_train, 4, basis3.shape[1], x_eval, batch_size=batch_size,
+                                   filter_spec=spec)
+    assert seen and set(seen) == {expected}
+    if batch_size is not None:
+        assert expected == min(batch_size, basis3.shape[1])
+
+
 @pytest.fixture(scope="module")
 def softplus_net():
     return nd.FFNet(3, 32, 1, key=jax.random.key(11), activation="softplus")

@@ -116,25 +116,57 @@ def kernel_tower(
     factored = _factored_model(model, filter_spec, x_train)
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    trained = None if factored is not None else _trained_leaves(model, filter_spec)
+    chunks = _chunks(model, factored, trained, filter_spec, x_eval.shape[0], n, order, rank, batch_size, memory_budget)
+    x_eval = None if x_eval is x_train else x_eval
+    if factored is not None:
+        return _dispatch(_structured_tower, factored, None, (x_train, x_eval, order, chunks, basis))
+    return _dispatch(_tower, model, trained, (x_train, x_eval, order, chunks, basis))
+
+
+def _chunks(model, factored, trained, filter_spec, n_eval: int, n: int, order: int, rank: int | None,
+            batch_size: int | None, memory_budget: int) -> tuple:
+    """The chunks :func:`kernel_tower` runs: of the n directions g_b (a divisor
+    of n), of the k combined directions G_j (any size: :func:`_chunked` pads
+    them with zero directions; None without a basis) and, on the generic
+    path, of the evaluation points."""
     if factored is not None:
         n_params = factored.trained_size  # the structured path needs no partition
     else:
-        trained = _trained_leaves(model, filter_spec)
         n_params = sum(leaf.size for leaf, flag in zip(jax.tree.leaves(model), trained) if flag)
     planned, point_chunk = _plan(
-        model, filter_spec, x_eval.shape[0], n, order, memory_budget, rank=rank,
+        model, filter_spec, n_eval, n, order, memory_budget, rank=rank,
         structured=factored is not None, batch_size=batch_size, speed=True,
         activations=factored.activation_count if isinstance(factored, DenseStack) else None,
         n_params=n_params,
     )
     batch_size = planned if batch_size is None else batch_size
-    # chunks of the n directions g_b (a divisor of n) and of the k combined
-    # directions G_j (any size: _chunked pads them with zero directions)
     chunks = (direction_chunk(n, batch_size), None if rank is None else min(batch_size, rank))
-    x_eval = None if x_eval is x_train else x_eval
-    if factored is not None:
-        return _dispatch(_structured_tower, factored, None, (x_train, x_eval, order, chunks, basis))
-    return _dispatch(_tower, model, trained, (x_train, x_eval, order, chunks + (point_chunk,), basis))
+    return chunks if factored is not None else chunks + (point_chunk,)
+
+
+def basis_chunk(
+    model: eqx.Module,
+    x_train: Float[Array, "n d"],
+    order: int,
+    rank: int,
+    x_eval: Float[Array, "n_eval d"] | None = None,
+    *,
+    filter_spec: PyTree | None = None,
+    batch_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> int:
+    """How many of the k = ``rank`` combined directions each projected level of
+    ``kernel_tower(model, x_train, order, x_eval, basis=V)`` takes at once,
+    with the same options: a rank that is a whole number of chunks wastes no
+    padded direction (:func:`~nth_dynamics.reduced_hierarchy` rounds to it)."""
+    x_train = _as_array(x_train)
+    x_eval = x_train if x_eval is None else _as_array(x_eval)
+    _check_inputs(x_train, x_eval, order)
+    factored = _factored_model(model, filter_spec, x_train)
+    trained = None if factored is not None else _trained_leaves(model, filter_spec)
+    return _chunks(model, factored, trained, filter_spec, x_eval.shape[0], x_train.shape[0], order, rank,
+                   batch_size, memory_budget)[1]
 
 
 def _as_array(x: ArrayLike) -> Array:

@@ -50,7 +50,7 @@ from jaxtyping import Array, Float, PyTree
 from .basis import enlarge_basis, residual_basis
 from .hierarchy import Trajectory, closed_form_p2, solve_nth
 from .losses import AbstractLoss, resolve_loss
-from .kernels import Tower, default_batch_size, kernel_tower
+from .kernels import Tower, basis_chunk, kernel_tower
 
 DENSE_SAVES = 64
 """Uniform times in [0, t1] at which every trajectory is sampled for its POD,
@@ -171,8 +171,7 @@ def reduced_hierarchy(
         """k rounded up to a whole number of the tower's direction chunks: the
         last chunk would otherwise be padded with zero directions
         (kernels._chunked), so these extra POD directions cost no time."""
-        chunk = batch_size or default_batch_size(model, filter_spec, x_eval.shape[0], n, order, rank=k)
-        chunk = min(chunk, k)
+        chunk = basis_chunk(model, x_train, order, k, x_eval, **tower_options)
         return min(n, -(-k // chunk) * chunk)
 
     # the seed is not rounded: its extra directions would stay under the enlargement's new ones
