@@ -8,8 +8,9 @@ Most per-run metrics are already variables of the Dataset that
 ``kernel_magnitude``, ``lambda_min``, ``ntk_drift_ref``, ``ntk_drift_nth``);
 :func:`truncation_error` and :func:`ntk_drift` recompute them from the
 trajectories. Everything here is a pure function of xarray objects with named
-dimensions; nothing touches files. One call computes every fit a Dataset
-supports::
+dimensions; nothing touches files but :func:`combine`, which reads the
+results of the parts of a sweep it is given as paths. One call computes
+every fit a Dataset supports::
 
     fits = analyse(ds)                       # or analyse(ds, min_width=256)
     fits.truncation_error_slope.sel(order=4).isel(time=-1)   # slope of log E_4 in log m at t1
@@ -18,8 +19,9 @@ supports::
 The fits themselves are in :mod:`nth_dynamics.report.power_law` (seed
 bootstrap, agreement with a prediction), the tolerance widths in
 :mod:`nth_dynamics.report.tolerance`, and the width a network needs against
-n and depth, with its fitted law, in :mod:`nth_dynamics.report.required_width`;
-their public names are re-exported here.
+n and depth, with its fitted law, in :mod:`nth_dynamics.report.required_width`,
+and the combination of a sweep run in parts in
+:mod:`nth_dynamics.report.parts`; their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from .parts import combine
 from .power_law import (
     BOOTSTRAP_SEED,
     CONFIDENCE,
@@ -255,6 +258,7 @@ __all__ = [
     "WidthLaw",
     "agrees",
     "analyse",
+    "combine",
     "decades",
     "default_tolerance",
     "error_floor",

@@ -63,6 +63,7 @@ def markdown_report(
         f"'agrees': within ±{analysis.SLOPE_TOLERANCE} of the prediction and the interval covers it"),
         "",
     ]
+    lines += _parts_lines(ds)
     if seeds < 5:
         lines += [(f"**Only {seeds} seed{'s' * (seeds != 1)}**: E_p varies 2–5× between seeds; fit over 5–8 "
                   "(docs/theory.md §7)."), ""]
@@ -325,6 +326,21 @@ def _depth_exponent_section(fits) -> list[str]:
         *_table(["series", "p", "exponent in depth", "interval", "depths fitted (decades)"], rows),
         "",
     ]
+
+
+def _parts_lines(ds) -> list[str]:
+    """The parts a combined result was made of (``analysis.combine``)."""
+    try:
+        parts = json.loads(ds.attrs.get("parts", "[]"))
+    except (TypeError, ValueError):
+        return []
+    if not parts:
+        return []
+    rows = [[f"`{part['file']}`", str(part.get("scenario_name")), f"`{part.get('scenario_sha256')}`",
+             " ".join(f"`--set {override}`" for override in part.get("scenario_overrides", [])) or "—",
+             str(part.get("cells")), f"`{part.get('git_commit')}`"] for part in parts]
+    return [f"Combined from {len(parts)} parts (`nd.analysis.combine`; NaN where no part ran a cell):", "",
+            *_table(["part", "scenario", "scenario sha256", "overrides", "cells", "git commit"], rows), ""]
 
 
 def _time_scale_section(ds) -> list[str]:
