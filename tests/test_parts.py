@@ -162,3 +162,19 @@ def test_report_combines_several_parts_and_needs_an_output_directory(sweep, caps
     err = capsys.readouterr().err.strip()
     assert err == f"error: {paths['a']}: 2 results need an output directory; allowed: -o DIR for the report of their combination"
     assert main(["report", str(paths["a"]), str(directory / "absent.nc"), "-o", str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_a_part_run_with_on_failure_record_combines_with_one_run_with_stop(sweep):
+    """``on_failure: stop`` leaves only solves that reached the end: its cells
+    are unfailed in the combination, and a flag stays a flag."""
+    _, paths, _ = sweep
+    recorded = read_dataset(paths["b"])
+    recorded["nth_failed"] = xr.zeros_like(recorded.nth_num_steps, dtype=bool)
+    recorded["nth_failed"].loc[{"n_train": 5, "seed": 0, "order": 3}] = True
+    scenario = json.loads(recorded.attrs["scenario"])
+    scenario["hierarchy"]["on_failure"] = "record"
+    recorded.attrs["scenario"] = json.dumps(scenario)
+    combined = nd.analysis.combine([paths["a"], recorded])
+    assert combined.nth_failed.dtype == bool and int(combined.nth_failed.sum()) == 1
+    assert not bool(combined.nth_failed.sel(width=4).any())  # a: run with stop; (n = 5, m = 4): run by no part

@@ -28,7 +28,10 @@ L/m, ≫ 1: m, ≈ 1 with both spreads above ``seed_error``: L and m apart).
 
 Every interval is a percentile bootstrap over seeds: whole seeds drawn with
 replacement, the same draw for every cell
-(:func:`nth_dynamics.report.tolerance.seed_mean_log_error`). A cell enters
+(:func:`nth_dynamics.report.tolerance.seed_mean_log_error`). A resample that
+repeats seeds scatters more about either law, so the intervals of the
+residual ratio and of the collapse lean toward 1 (the fitted value can sit
+at their edge): the verdict errs toward ``undecided``. A cell enters
 the fits only if every seed's value is finite and above the solver floor
 (:func:`nth_dynamics.analysis.error_floor`); a truncation that blew up
 (``nth_failed``, E = inf) is counted in ``blown_up_seeds`` and left out.

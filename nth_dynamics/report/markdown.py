@@ -352,6 +352,11 @@ def _interval_cell(fit, name: str, digits: int = 2) -> str:
     return f"{value:.{digits}f}" + (f" [{low:.{digits}f}, {high:.{digits}f}]" if np.isfinite(low) else "")
 
 
+def _number(value, digits: int = 3) -> str:
+    value = float(value)
+    return f"{value:.{digits}f}" if np.isfinite(value) else "—"
+
+
 def _depth_over_width_section(fits) -> list[str]:
     """The laws against L/m and in m alone (``analysis.depth_over_width``), per series and quantity."""
     fit_all = analysis.depth_over_width_fits(fits)
@@ -365,10 +370,10 @@ def _depth_over_width_section(fits) -> list[str]:
             fit = select(fit_all, {**selection, "quantity": quantity})
             blown = int((fit["blown_up_seeds"] > 0).sum())
             rows.append([series_label(selection), quantity, _interval_cell(fit, "beta"),
-                         _interval_cell(fit, "pooled_width_slope"), f"{float(fit['beta_residual']):.3f}",
-                         f"{float(fit['pooled_width_residual']):.3f}", _interval_cell(fit, "residual_ratio"),
-                         str(fit["preferred"].values), _interval_cell(fit, "collapse"),
-                         f"{float(fit['seed_error']):.3f}", f"{int(fit['cells'])}" + (f" ({blown} blew up)" if blown else "")])
+                         _interval_cell(fit, "pooled_width_slope"), _number(fit["beta_residual"]),
+                         _number(fit["pooled_width_residual"]), _interval_cell(fit, "residual_ratio"),
+                         str(fit["preferred"].values), _interval_cell(fit, "collapse"), _number(fit["seed_error"]),
+                         f"{int(fit['cells'])}" + (f" ({blown} blew up)" if blown else "")])
             slopes.append([series_label(selection), quantity,
                            *(_interval_cell(fit.sel(depth=depth), "width_slope") for depth in depths)])
     beta = analysis.HANIN_NICA_BETA
