@@ -166,6 +166,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="a result file written by simulate (.nc or .zarr), or several parts of one sweep")
     report.add_argument("-o", "--output", metavar="DIR", help="output directory; default RESULT without suffix + "
                         "'_report' (required with several results)")
+    report.add_argument("--tolerance", metavar="T", type=float, default=0.0,
+                        help="several results: values of one cell held by two of them must agree to within "
+                        "T·max(1, |value|) (default 0: exactly, as when they share a cells directory)")
     report.set_defaults(run=_report)
     return parser
 
@@ -302,7 +305,10 @@ def _report(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> int:
         err.print(f"error: the report command needs nth_dynamics.report.plots.write_report, not available here ({error})",
                   markup=False)
         return EXIT_BAD_INPUT
-    write_report(results[0] if len(results) == 1 else results, out_dir)
+    if len(results) == 1:
+        write_report(results[0], out_dir)
+    else:
+        write_report(results, out_dir, tolerance=args.tolerance)
     which = result if len(results) == 1 else f"the combination of {', '.join(str(path) for path in results)}"
     err.print(f"wrote the report of {which} to {out_dir}", markup=False)
     return EXIT_OK

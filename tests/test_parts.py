@@ -143,6 +143,12 @@ def test_an_ffnet_part_stands_at_every_residual_scale_of_the_resnet_parts(sweep)
     xr.testing.assert_identical(at_ffnet.sel(gamma=1.0, drop=True), at_ffnet.sel(gamma=0.5, drop=True))
     xr.testing.assert_equal(at_ffnet.sel(gamma=0.5, drop=True).drop_vars("architecture"),
                             ffnet.truncation_error.drop_vars("architecture"))
+    # a part over both architectures at γ = 1/2 beside a ResNet part at γ = 1: its FFNets stand at both
+    both = nd.analysis.combine([one, relabelled(1.0)])
+    xr.testing.assert_identical(both.truncation_error.sel(architecture="ffnet", gamma=1.0, drop=True),
+                                both.truncation_error.sel(architecture="ffnet", gamma=0.5, drop=True))
+    assert not bool(both.truncation_error.sel(architecture="ffnet").isnull().any())
+    assert bool(both.truncation_error.sel(architecture="resnet", gamma=1.0).notnull().all())
     lacking = ffnet.drop_vars("depth")
     with pytest.raises(ScenarioError, match="part 2: has no depth coordinate, which other parts have"):
         nd.analysis.combine([ffnet, lacking])
@@ -162,6 +168,7 @@ def test_report_combines_several_parts_and_needs_an_output_directory(sweep, caps
     err = capsys.readouterr().err.strip()
     assert err == f"error: {paths['a']}: 2 results need an output directory; allowed: -o DIR for the report of their combination"
     assert main(["report", str(paths["a"]), str(directory / "absent.nc"), "-o", str(out)]) == 2
+    assert main(["report", str(paths["a"]), str(paths["b"]), "-o", str(out), "--tolerance", "1e-12"]) == 0
 
 
 @pytest.mark.slow

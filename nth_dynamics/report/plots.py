@@ -29,7 +29,10 @@ FORMATS = ("png", "svg")
 
 
 def write_report(
-    result_path: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None
+    result_path: str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike | None = None,
+    *,
+    tolerance: float = 0.0,
 ) -> list[Path]:
     """Write the figures, ``report.md`` and ``analysis.nc`` of a saved result.
 
@@ -39,6 +42,8 @@ def write_report(
             (:func:`nth_dynamics.analysis.combine`).
         out_dir: where to write; default ``<result stem>_report/`` next to the
             result (required with several results). Created if needed.
+        tolerance: several results: how far two values of one cell may
+            differ (:func:`nth_dynamics.analysis.combine`).
 
     Returns:
         The paths written, ``report.md`` first.
@@ -54,7 +59,7 @@ def write_report(
     if len(paths) > 1 and out_dir is None:
         raise ScenarioError(f"{paths[0]}: {len(paths)} results need an output directory; allowed: -o DIR "
                             "(out_dir=) for the report of their combination")
-    ds = read_result(paths[0]) if len(paths) == 1 else combine(paths)
+    ds = read_result(paths[0]) if len(paths) == 1 else combine(paths, tolerance=tolerance)
     if out_dir is None:
         out_dir = paths[0].with_name(paths[0].name.rsplit(".", 1)[0] + "_report")
     out_dir = Path(out_dir)
