@@ -4,6 +4,7 @@ of one sweep, or that disagree on a cell, are refused with one line; report
 reads several parts."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +186,15 @@ def test_a_part_run_with_on_failure_record_combines_with_one_run_with_stop(sweep
     combined = nd.analysis.combine([paths["a"], recorded])
     assert combined.nth_failed.dtype == bool and int(combined.nth_failed.sum()) == 1
     assert not bool(combined.nth_failed.sel(width=4).any())  # a: run with stop; (n = 5, m = 4): run by no part
+
+
+def test_overlapping_pieces_of_a_committed_result_combine_back_into_it():
+    """Pieces of results/resnet_vs_ffnet.nc (architecture × depth × n × width),
+    overlapping at n = 16 and leaving no cell out: the combination is the file."""
+    path = Path(__file__).resolve().parent.parent / "results" / "resnet_vs_ffnet.nc"
+    whole = read_dataset(path)
+    pieces = [whole.sel(n_train=[4, 8, 16], width=[32, 64, 128]), whole.sel(n_train=[16, 32]),
+              whole.sel(n_train=[4, 8], width=[256, 512])]
+    xr.testing.assert_identical(nd.analysis.combine(pieces).drop_attrs(), whole.drop_attrs())
+    with pytest.raises(ScenarioError, match="^part 2: truncation_error at architecture=ffnet, depth=2, n_train=16"):
+        nd.analysis.combine([pieces[0], pieces[1].assign(truncation_error=pieces[1].truncation_error * 1.01)])
