@@ -155,12 +155,20 @@ def _parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "report",
-        help="figures and a summary from a result file",
+        help="figures and a summary from a result file (or the parts of one sweep)",
         description="Write the figures and summary of a saved result (nth_dynamics.plots.write_report; for a "
-        "result of kind infinite_width, the depth study's figures and report.md).",
+        "result of kind infinite_width, the depth study's figures and report.md). Several results are the "
+        "parts of one sweep (e.g. run with --set and one --cells directory): they are combined into one "
+        "(nth_dynamics.analysis.combine), which is refused if their scenarios differ in a field that is "
+        "not swept or they disagree on a shared cell.",
     )
-    report.add_argument("result", metavar="RESULT", help="a result file written by simulate (.nc or .zarr)")
-    report.add_argument("-o", "--output", metavar="DIR", help="output directory; default RESULT without suffix + '_report'")
+    report.add_argument("result", metavar="RESULT", nargs="+",
+                        help="a result file written by simulate (.nc or .zarr), or several parts of one sweep")
+    report.add_argument("-o", "--output", metavar="DIR", help="output directory; default RESULT without suffix + "
+                        "'_report' (required with several results)")
+    report.add_argument("--tolerance", metavar="T", type=float, default=0.0,
+                        help="several results: values of one cell held by two of them must agree to within "
+                        "T·max(1, |value|) (default 0: exactly, as when they share a cells directory)")
     report.set_defaults(run=_report)
     return parser
 
@@ -270,12 +278,24 @@ def _validate_study(scenario, out: Console) -> int:
 
 
 def _report(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> int:
-    result = Path(args.result)
-    if not result.exists():
-        err.print(f"error: {result}: no such result file; allowed: a .nc or .zarr file written by simulate", markup=False)
+    results = [Path(result) for result in args.result]
+    for result in results:
+        if not result.exists():
+            err.print(f"error: {result}: no such result file; allowed: a .nc or .zarr file written by simulate",
+                      markup=False)
+            return EXIT_BAD_INPUT
+    result = results[0]
+    studies = [path for path in results if is_study_result(path)]
+    if studies and len(results) > 1:
+        err.print(f"error: {studies[0]}: a result of kind infinite_width has no parts to combine; allowed: one such "
+                  "result, or several results of kind finite_width", markup=False)
+        return EXIT_BAD_INPUT
+    if len(results) > 1 and not args.output:
+        err.print(f"error: {result}: {len(results)} results need an output directory; allowed: -o DIR for the "
+                  "report of their combination", markup=False)
         return EXIT_BAD_INPUT
     out_dir = Path(args.output) if args.output else result.with_name(result.name.rsplit(".", 1)[0] + "_report")
-    if is_study_result(result):  # kind infinite_width: the depth study's own figures
+    if studies:  # kind infinite_width: the depth study's own figures
         write_study_report(result, out_dir)
         err.print(f"wrote the report of {result} to {out_dir}", markup=False)
         return EXIT_OK
@@ -285,8 +305,12 @@ def _report(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> int:
         err.print(f"error: the report command needs nth_dynamics.report.plots.write_report, not available here ({error})",
                   markup=False)
         return EXIT_BAD_INPUT
-    write_report(result, out_dir)
-    err.print(f"wrote the report of {result} to {out_dir}", markup=False)
+    if len(results) == 1:
+        write_report(results[0], out_dir)
+    else:
+        write_report(results, out_dir, tolerance=args.tolerance)
+    which = result if len(results) == 1 else f"the combination of {', '.join(str(path) for path in results)}"
+    err.print(f"wrote the report of {which} to {out_dir}", markup=False)
     return EXIT_OK
 
 

@@ -8,8 +8,9 @@ Most per-run metrics are already variables of the Dataset that
 ``kernel_magnitude``, ``lambda_min``, ``ntk_drift_ref``, ``ntk_drift_nth``);
 :func:`truncation_error` and :func:`ntk_drift` recompute them from the
 trajectories. Everything here is a pure function of xarray objects with named
-dimensions; nothing touches files. One call computes every fit a Dataset
-supports::
+dimensions; nothing touches files but :func:`combine`, which reads the
+results of the parts of a sweep it is given as paths. One call computes
+every fit a Dataset supports::
 
     fits = analyse(ds)                       # or analyse(ds, min_width=256)
     fits.truncation_error_slope.sel(order=4).isel(time=-1)   # slope of log E_4 in log m at t1
@@ -18,8 +19,11 @@ supports::
 The fits themselves are in :mod:`nth_dynamics.report.power_law` (seed
 bootstrap, agreement with a prediction), the tolerance widths in
 :mod:`nth_dynamics.report.tolerance`, and the width a network needs against
-n and depth, with its fitted law, in :mod:`nth_dynamics.report.required_width`;
-their public names are re-exported here.
+n and depth, with its fitted law, in :mod:`nth_dynamics.report.required_width`,
+the finite-width corrections against depth/width in
+:mod:`nth_dynamics.report.depth_over_width`, and the combination of a sweep
+run in parts in :mod:`nth_dynamics.report.parts`; their public names are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from .depth_over_width import HANIN_NICA_BETA, correction_sizes, depth_over_width
+from .depth_over_width import applies as depth_over_width_applies
+from .parts import combine
 from .power_law import (
     BOOTSTRAP_SEED,
     CONFIDENCE,
@@ -222,6 +229,9 @@ def analyse(
         exponents = required_width_fits(ds, widths)
         parts.append(exponents[[name for name in exponents.data_vars if "exponent" in name
                                 and name not in parts[-1]]])
+    if depth_over_width_applies(ds):
+        fit = depth_over_width(ds, floor=floor, **options)
+        parts.append(fit.rename({name: f"{DEPTH_OVER_WIDTH}{name}" for name in fit.data_vars}))
     result = xr.merge(parts, compat="override", combine_attrs="drop") if parts else xr.Dataset()
     result.attrs = {
         "title": f"scaling-law fits of: {ds.attrs.get('title', 'a result')}",
@@ -238,6 +248,18 @@ def analyse(
     return result
 
 
+DEPTH_OVER_WIDTH = "depth_over_width_"
+"""The prefix of the fits of :func:`depth_over_width` among those of :func:`analyse`."""
+
+
+def depth_over_width_fits(fits: xr.Dataset) -> xr.Dataset | None:
+    """The fits of :func:`depth_over_width` from :func:`analyse`, without the
+    name prefix; None when the result was not a depth × width grid."""
+    names = {name: name.removeprefix(DEPTH_OVER_WIDTH) for name in fits.data_vars
+             if name.startswith(DEPTH_OVER_WIDTH)}
+    return fits[list(names)].rename(names) if names else None
+
+
 def quantity_fits(fits: xr.Dataset, name: str) -> xr.Dataset:
     """The width fits of one quantity from :func:`analyse`, without the name
     prefix: ``slope``, ``slope_low``, …, ``predicted_slope``, ``agrees``."""
@@ -249,14 +271,20 @@ def quantity_fits(fits: xr.Dataset, name: str) -> xr.Dataset:
 
 
 __all__ = [
+    "HANIN_NICA_BETA",
     "QUANTITIES",
     "Prediction",
     "Quantity",
     "WidthLaw",
     "agrees",
     "analyse",
+    "combine",
+    "correction_sizes",
     "decades",
     "default_tolerance",
+    "depth_over_width",
+    "depth_over_width_applies",
+    "depth_over_width_fits",
     "error_floor",
     "fit_power_law",
     "ntk_drift",

@@ -15,6 +15,9 @@ Agg canvas (no pyplot), or None when the Dataset has no data for it;
 - ``required_width_vs_n``, ``required_width_vs_depth`` (n_train, depth
   swept): the width a tolerance of max_t E_p needs, with bootstrap intervals
   and the fitted exponents (:mod:`nth_dynamics.report.required_width`).
+- ``depth_over_width`` (depth and width swept, n fixed): max_t E_p and the
+  relative NTK drift against L/m, points coloured by depth, with the fitted
+  exp(βL/m) (:mod:`nth_dynamics.report.depth_over_width`).
 
 Every other swept dimension (depth, n_train, …) becomes rows of panels or
 separate lines.
@@ -407,6 +410,66 @@ def required_width_vs_depth(ds: xr.Dataset, fits: xr.Dataset):
     )
 
 
+def _size_label(quantity: str, ds: xr.Dataset) -> str:
+    if quantity.startswith("E_"):
+        return f"max_{time_symbol(ds)} E_{quantity[2:]}"
+    return f"max_{time_symbol(ds)} ‖K2 − K2₀‖∞ / max|K2₀|"
+
+
+def depth_over_width(ds: xr.Dataset, fits: xr.Dataset):
+    """With depth and width swept at fixed n: max_t E_p and the relative NTK
+    drift of the reference (columns) against L/m, log–log, one row per series
+    (architecture, activation, …): seed geometric means with their bootstrap
+    interval, coloured by depth; the fitted exp(c + βL/m) (solid) and, through
+    its value at the smallest L/m, Hanin & Nica's β = 5 (dashed)."""
+    fit_all = analysis.depth_over_width_fits(fits)
+    if fit_all is None or not any_finite(fit_all["size"]):
+        return None
+    quantities = fit_all["quantity"].values.tolist()
+    rows = selections(fit_all["size"], [d for d in fit_all["size"].dims if d not in ("quantity", "depth", "width")])
+    note = f" (first {MAX_ROWS} of {len(rows)} rows)" if len(rows) > MAX_ROWS else ""
+    rows = rows[:MAX_ROWS] or [{}]
+    depths = fit_all["depth"].values.tolist()
+    from matplotlib import colormaps
+
+    colors = colormaps["viridis"](np.linspace(0, 0.9, len(depths)))
+    figure, axes = _panels(len(rows), len(quantities))
+    for i, row in enumerate(rows):
+        for j, quantity in enumerate(quantities):
+            ax = axes[i, j]
+            fit = select(fit_all, {**row, "quantity": quantity})
+            for depth, color in zip(depths, colors):
+                one = fit.sel(depth=depth)
+                size = one["size"].values
+                with np.errstate(invalid="ignore"):
+                    bars = np.array([size - one["size_low"].values, one["size_high"].values - size])
+                bars = np.where(np.isfinite(bars) & (bars >= 0), bars, 0.0)
+                ax.errorbar(one["ratio"].values, size, yerr=bars, fmt="o", ms=4, capsize=2, color=color,
+                            label=f"L = {depth}")
+            beta, intercept = float(fit["beta"]), float(fit["beta_intercept"])
+            fitted = fit["ratio"].values[np.isfinite(fit["size"].values)]
+            if np.isfinite(beta) and fitted.size:
+                x = np.geomspace(fitted.min(), fitted.max(), 50)
+                low, high = float(fit["beta_low"]), float(fit["beta_high"])
+                interval = f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) else ""
+                ax.plot(x, np.exp(intercept + beta * x), "k-", lw=1.2, label=f"exp(βL/m), β = {beta:.2f}{interval}")
+                start = intercept + beta * x[0]
+                guide = analysis.HANIN_NICA_BETA
+                ax.plot(x, np.exp(start + guide * (x - x[0])), "--", color="0.5", lw=1,
+                        label=f"β = {guide:g} (Hanin & Nica, ReLU FFNet)")
+            _log_axes(ax, "depth / width L/m", _size_label(quantity, ds))
+            verdict = str(fit["preferred"].values)
+            ratio = float(fit["residual_ratio"])
+            blown = int((fit["blown_up_seeds"] > 0).sum())
+            title = f"{series_label(row)}; {quantity}" if row else quantity
+            title += f"\nbetter law: {verdict} (residual ratio {ratio:.2f})" if np.isfinite(ratio) else ""
+            title += f"; {blown} cells blew up" if blown else ""
+            ax.set_title(title, fontsize=8)
+    figure.suptitle("Finite-width corrections against depth/width (seed geometric means, bars: bootstrap interval; "
+                    f"solid: fitted exp(βL/m)){note}", fontsize=9)
+    return figure
+
+
 FIGURES = {
     "error_vs_width": error_vs_width,
     "test_error_vs_width": error_vs_width_test_points,
@@ -417,5 +480,6 @@ FIGURES = {
     "resnet_vs_ffnet": resnet_vs_ffnet,
     "required_width_vs_n": required_width_vs_n,
     "required_width_vs_depth": required_width_vs_depth,
+    "depth_over_width": depth_over_width,
 }
 """File stem → figure function (returns None when its data are absent)."""

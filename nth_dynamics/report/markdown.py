@@ -63,6 +63,7 @@ def markdown_report(
         f"'agrees': within ±{analysis.SLOPE_TOLERANCE} of the prediction and the interval covers it"),
         "",
     ]
+    lines += _parts_lines(ds)
     if seeds < 5:
         lines += [(f"**Only {seeds} seed{'s' * (seeds != 1)}**: E_p varies 2–5× between seeds; fit over 5–8 "
                   "(docs/theory.md §7)."), ""]
@@ -95,6 +96,7 @@ def markdown_report(
     for source, name, title, index, prediction in kernel_sections:
         lines += _slope_section(source, name, title, index, prediction) if source is not None else []
     lines += _tolerance_section(ds, fits)
+    lines += _depth_over_width_section(fits)
     lines += _lambda_section(ds)
     if figures:
         lines += ["## Figures", "", *(f"- [{name}]({name}) (and .svg)" for name in figures), ""]
@@ -323,6 +325,75 @@ def _depth_exponent_section(fits) -> list[str]:
         "finite-width corrections of fully connected ReLU networks grow like exp(5L/m))."),
         "",
         *_table(["series", "p", "exponent in depth", "interval", "depths fitted (decades)"], rows),
+        "",
+    ]
+
+
+def _parts_lines(ds) -> list[str]:
+    """The parts a combined result was made of (``analysis.combine``)."""
+    try:
+        parts = json.loads(ds.attrs.get("parts", "[]"))
+    except (TypeError, ValueError):
+        return []
+    if not parts:
+        return []
+    rows = [[f"`{part['file']}`", str(part.get("scenario_name")), f"`{part.get('scenario_sha256')}`",
+             " ".join(f"`--set {override}`" for override in part.get("scenario_overrides", [])) or "—",
+             str(part.get("cells")), f"`{part.get('git_commit')}`"] for part in parts]
+    return [f"Combined from {len(parts)} parts (`nd.analysis.combine`; NaN where no part ran a cell):", "",
+            *_table(["part", "scenario", "scenario sha256", "overrides", "cells", "git commit"], rows), ""]
+
+
+def _interval_cell(fit, name: str, digits: int = 2) -> str:
+    value = float(fit[name])
+    if not np.isfinite(value):
+        return "—"
+    low, high = float(fit[f"{name}_low"]), float(fit[f"{name}_high"])
+    return f"{value:.{digits}f}" + (f" [{low:.{digits}f}, {high:.{digits}f}]" if np.isfinite(low) else "")
+
+
+def _number(value, digits: int = 3) -> str:
+    value = float(value)
+    return f"{value:.{digits}f}" if np.isfinite(value) else "—"
+
+
+def _depth_over_width_section(fits) -> list[str]:
+    """The laws against L/m and in m alone (``analysis.depth_over_width``), per series and quantity."""
+    fit_all = analysis.depth_over_width_fits(fits)
+    if fit_all is None:
+        return []
+    series = selections(fit_all["beta"], [d for d in fit_all["beta"].dims if d != "quantity"])
+    depths = fit_all["depth"].values.tolist()
+    rows, slopes = [], []
+    for selection in series or [{}]:
+        for quantity in fit_all["quantity"].values.tolist():
+            fit = select(fit_all, {**selection, "quantity": quantity})
+            blown = int((fit["blown_up_seeds"] > 0).sum())
+            rows.append([series_label(selection), quantity, _interval_cell(fit, "beta"),
+                         _interval_cell(fit, "pooled_width_slope"), _number(fit["beta_residual"]),
+                         _number(fit["pooled_width_residual"]), _interval_cell(fit, "residual_ratio"),
+                         str(fit["preferred"].values), _interval_cell(fit, "collapse"), _number(fit["seed_error"]),
+                         f"{int(fit['cells'])}" + (f" ({blown} blew up)" if blown else "")])
+            slopes.append([series_label(selection), quantity,
+                           *(_interval_cell(fit.sel(depth=depth), "width_slope") for depth in depths)])
+    beta = analysis.HANIN_NICA_BETA
+    return [
+        "## Finite-width corrections against depth/width",
+        "",
+        ("max_t E_p and the relative NTK drift of the reference max_t ‖K2_t − K2₀‖∞ / max|K2₀| over the depth × "
+        "width grid, seed means of log. Law (i): log E = c + β·L/m (Hanin & Nica: exp(βL/m), β ≈ "
+        f"{beta:g} for fully connected ReLU networks); law (ii): log E = c + slope·log m at every depth (a power "
+        "law in m alone). Residual: rms of log E about each law; their ratio (i)/(ii) with its bootstrap interval "
+        "decides the better law (L/m below 1, m above, else undecided). Collapse: the spread of log E among cells "
+        "of equal L/m over that among cells of equal m (≪ 1: a function of L/m; ≫ 1: of m; seed error: the "
+        "spread the seeds alone give)."),
+        "",
+        *_table(["series", "quantity", "β [interval]", "slope in log m, all depths", "residual (i)", "residual (ii)",
+                 "ratio (i)/(ii)", "better law", "collapse", "seed error", "cells"], rows),
+        "",
+        "Slope of log E in log m at each depth (the power law at fixed L):",
+        "",
+        *_table(["series", "quantity", *(f"L = {depth}" for depth in depths)], slopes),
         "",
     ]
 

@@ -1,5 +1,7 @@
 """Figures and a Markdown summary from a saved result (``python -m nth_dynamics
-report RESULT [-o DIR]``; docs/architecture.md: the report reads only the saved Dataset).
+report RESULT [RESULT …] [-o DIR]``; docs/architecture.md: the report reads only
+the saved Dataset). Several results are the parts of one sweep, combined
+first (:func:`nth_dynamics.analysis.combine`).
 
 :func:`write_report` draws, as PNG and SVG, every figure the Dataset has data
 for (:data:`nth_dynamics.report.figures.FIGURES`), and writes ``report.md``
@@ -11,38 +13,55 @@ bootstrap intervals next to the predictions of docs/theory.md §4) and
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import xarray as xr
 
-from .._files import read_dataset, save_figure, write_dataset, write_text
+from .._files import save_figure, write_dataset, write_text
 from ..pipeline.scenario import ScenarioError
 from . import analysis
 from .figures import FIGURES
 from .markdown import markdown_report
+from .parts import combine, read_result
 
 FORMATS = ("png", "svg")
 
 
-def write_report(result_path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+def write_report(
+    result_path: str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike | None = None,
+    *,
+    tolerance: float = 0.0,
+) -> list[Path]:
     """Write the figures, ``report.md`` and ``analysis.nc`` of a saved result.
 
     Args:
-        result_path: a ``.nc`` or ``.zarr`` file written by ``simulate``.
+        result_path: a ``.nc`` or ``.zarr`` file written by ``simulate``, or
+            several: the parts of one sweep, combined into one result
+            (:func:`nth_dynamics.analysis.combine`).
         out_dir: where to write; default ``<result stem>_report/`` next to the
-            result. Created if needed.
+            result (required with several results). Created if needed.
+        tolerance: several results: how far two values of one cell may
+            differ (:func:`nth_dynamics.analysis.combine`).
 
     Returns:
         The paths written, ``report.md`` first.
 
     Raises:
-        ScenarioError: the result is missing, unreadable or not a result of
-            ``simulate``, or ``out_dir`` is not a directory (the CLI: exit 2).
+        ScenarioError: a result is missing, unreadable or not a result of
+            ``simulate``, several results cannot be combined or have no
+            ``out_dir``, or ``out_dir`` is not a directory (the CLI: exit 2).
     """
-    result_path = Path(result_path)
-    ds = _read_result(result_path)
+    paths = [Path(result_path)] if isinstance(result_path, (str, os.PathLike)) else [Path(p) for p in result_path]
+    if not paths:
+        raise ScenarioError("report: no result given; allowed: one or more result files of simulate")
+    if len(paths) > 1 and out_dir is None:
+        raise ScenarioError(f"{paths[0]}: {len(paths)} results need an output directory; allowed: -o DIR "
+                            "(out_dir=) for the report of their combination")
+    ds = read_result(paths[0]) if len(paths) == 1 else combine(paths, tolerance=tolerance)
     if out_dir is None:
-        out_dir = result_path.with_name(result_path.name.rsplit(".", 1)[0] + "_report")
+        out_dir = paths[0].with_name(paths[0].name.rsplit(".", 1)[0] + "_report")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ScenarioError(f"{out_dir}: exists and is not a directory; allowed: a directory for the report")
@@ -60,24 +79,10 @@ def write_report(result_path: str | os.PathLike, out_dir: str | os.PathLike | No
         if figure is not None:
             written += _save(figure, out_dir / name)
     written.append(write_dataset(fits, out_dir / "analysis.nc"))
-    report = write_text(markdown_report(ds, fits, wide, result_path, [p.name for p in written if p.suffix == ".png"]), out_dir / "report.md")
+    label = ", ".join(str(path) for path in paths)
+    report = write_text(markdown_report(ds, fits, wide, label, [p.name for p in written if p.suffix == ".png"]),
+                        out_dir / "report.md")
     return [report, *written]
-
-
-def _read_result(path: Path) -> xr.Dataset:
-    allowed = "allowed: a .nc or .zarr file written by simulate"
-    if not path.exists():
-        raise ScenarioError(f"{path}: no such result file; {allowed}")
-    try:
-        ds = read_dataset(path)
-    except Exception as error:  # noqa: BLE001 (h5py, zarr and xarray raise many kinds)
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ScenarioError(f"{path}: cannot be read as a result ({reason}); {allowed}") from None
-    needed = {"truncation_error", "kernel_magnitude"}
-    if "width" not in ds.dims or not needed & set(ds.data_vars):
-        raise ScenarioError(f"{path}: not a result of simulate (no width dimension, or none of "
-                            f"{', '.join(sorted(needed))}); {allowed}")
-    return ds
 
 
 def _wide_fits(ds: xr.Dataset) -> xr.Dataset | None:

@@ -1,0 +1,375 @@
+"""A sweep run in parts, read as one result (issue 11): each part narrows one
+scenario with ``--set`` (``network.depth=[8]``, ``network.architecture=[ffnet]``,
+other widths or n, …), runs as its own process and writes its own file; they
+share a cells directory, so a part that stops resumes where it stopped.
+:func:`combine` puts the parts back into the one Dataset the union grid
+would have given (:func:`nth_dynamics.pipeline.results.combine` puts cells
+on a grid; this puts whole results together), with NaN where an
+(architecture, depth, n, width, …) was run by no part.
+
+Combining is refused, with a one-line error naming the file, when
+
+* the parts' resolved scenarios differ in a field other than the swept ones
+  (:data:`UNION_FIELDS`) and the ones that do not change a cell's numbers
+  (:data:`NOT_COMPUTED`): different tolerances, time unit, seeds, data, …;
+* two parts hold the same cell with different values (beyond ``tolerance``).
+
+The combined Dataset keeps where it came from: ``parts`` (a JSON list of
+each part's file, scenario name, scenario sha256, overrides, git commit and
+history), ``git_commit`` (the parts' commits) and ``scenario`` (the
+resolved scenario of the union grid).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .._files import read_dataset
+from .._provenance import base_attributes
+from ..pipeline.cells import LEFT_OUT_AT_DEFAULT
+from ..pipeline.results import annotate
+from ..pipeline.scenario import SWEEP_DIMS, ScenarioError
+
+UNION_FIELDS: dict[str, str | None] = {**{field: dim for dim, field in SWEEP_DIMS.items()}, "hierarchy.orders": None}
+"""Scenario field → its grid dimension: the fields whose values the combined
+result takes the union of. ``hierarchy.orders`` too: every order is solved
+from the one tower of a cell, so a cell's p = 2 does not depend on whether
+p = 4 was solved beside it (dimension ``order``)."""
+
+NOT_COMPUTED = ("name", "description", "output.path", "memory_budget_gb", "hierarchy.on_failure")
+"""Fields that may differ between parts: they name or place a result, or
+change how a cell is run, not its numbers. ``memory_budget_gb`` picks the
+chunks (as in the cell id); ``hierarchy.on_failure``: a part run with
+``stop`` holds only solves that reached the end, which ``record`` keeps as
+they are (its ``nth_failed`` is then false there)."""
+
+SOLVER_STATISTICS = ("nth_num_steps", "nth_num_rejected_steps", "ref_num_steps", "ref_num_rejected_steps")
+"""How a solve got there, not what it found: two solves of one cell that
+agree within a tolerance > 0 may count other steps (the first part's kept)."""
+
+RESIDUAL_SCALES = ("alpha", "gamma")
+"""Grid fields a part may lack because it has no ResNet (FFNets only): the
+part then stands at every value of the union, as an FFNet does in a sweep
+over γ (its cells are the same at every γ)."""
+
+_PART_ATTRS = ("scenario_yaml", "scenario_source", "scenario_overrides", "stage_wall_times")
+"""Attributes of one part that say nothing of the union (kept in ``parts``)."""
+
+
+def read_result(path: str | os.PathLike) -> xr.Dataset:
+    """A result file of ``simulate``, loaded; :class:`ScenarioError` (one line
+    naming the file) when it is missing, unreadable or not such a result."""
+    path = Path(path)
+    allowed = "allowed: a .nc or .zarr file written by simulate"
+    if not path.exists():
+        raise ScenarioError(f"{path}: no such result file; {allowed}")
+    try:
+        ds = read_dataset(path)
+    except Exception as error:  # noqa: BLE001 (h5py, zarr and xarray raise many kinds)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ScenarioError(f"{path}: cannot be read as a result ({reason}); {allowed}") from None
+    return _checked(ds, str(path))
+
+
+def _checked(ds: xr.Dataset, name: str) -> xr.Dataset:
+    needed = {"truncation_error", "kernel_magnitude"}
+    if "width" not in ds.dims or not needed & set(ds.data_vars):
+        raise ScenarioError(f"{name}: not a result of simulate (no width dimension, or none of "
+                            f"{', '.join(sorted(needed))}); allowed: a .nc or .zarr file written by simulate")
+    return ds
+
+
+def combine(
+    parts: Sequence[str | os.PathLike | xr.Dataset],
+    *,
+    tolerance: float = 0.0,
+) -> xr.Dataset:
+    """One result from results of parts of a sweep (see the module docstring).
+
+    Args:
+        parts: result files of ``simulate`` (or their Datasets, named
+            ``part 1``, ``part 2``, … in messages).
+        tolerance: two values of one cell held by two parts agree when
+            ``|a − b| ≤ tolerance · max(1, |a|, |b|)``; 0 (default): exactly
+            (NaN equal to NaN), as when the parts read the cell from one
+            cells directory. A cell computed twice (e.g. with different
+            orders beside it, so under another cell id) can differ in the
+            last bits; its first part's values are kept (its solver
+            statistics too, which are then not compared).
+
+    Returns:
+        The Dataset over the union of the parts' grids, dims in the order
+        :func:`nth_dynamics.simulate` writes them (each grid coordinate
+        sorted), NaN (``False`` for ``nth_failed`` and ``point_valid``) where
+        no part ran a cell; a grid field that is one value in every part
+        stays a scalar coordinate. The point slots are re-laid for the
+        largest n of the union (training points first, then test points).
+
+    Raises:
+        ScenarioError: a part cannot be read or is not a result; two parts'
+            scenarios differ in a field that is not swept; two parts
+            disagree on a shared cell; a part lacks a grid field others have.
+    """
+    if isinstance(parts, (str, os.PathLike, xr.Dataset)):
+        parts = [parts]
+    if not parts:
+        raise ScenarioError("combine: no parts given; allowed: one or more result files of simulate")
+    names, datasets = [], []
+    for index, part in enumerate(parts):
+        if isinstance(part, xr.Dataset):
+            names.append(f"part {index + 1}")
+            datasets.append(_checked(part, names[-1]))
+        else:
+            names.append(str(part))
+            datasets.append(read_result(part))
+    scenarios = [_scenario(ds, name) for ds, name in zip(datasets, names)]
+    _check_scenarios(scenarios, names)
+    grid = _union_grid(datasets)
+    n_max = max(ds.sizes.get("train_point", 0) for ds in datasets)
+    pieces = [(piece, name) for ds, name in zip(datasets, names) for piece in _by_residual_scale(ds, grid)]
+    normalised = [_normalise(piece, name, grid, n_max) for piece, name in pieces]
+    _check_shared_cells(normalised, [name for _, name in pieces], tolerance)
+    dtypes = {key: variable.dtype for ds in normalised for key, variable in ds.data_vars.items()}
+    flags = [key for key, dtype in dtypes.items() if dtype == bool]
+    # a flag as a float for the merge: NaN, not False, is what no part holds (no_conflicts skips it)
+    normalised = [ds.assign({key: ds[key].astype(float) for key in flags if key in ds}) for ds in normalised]
+    try:
+        merged = xr.merge(normalised, join="outer", compat="no_conflicts", combine_attrs="drop_conflicts")
+    except (xr.MergeError, ValueError) as error:  # what the checks above do not name
+        raise ScenarioError(f"{', '.join(names)}: cannot be combined ({str(error).splitlines()[0]})") from None
+    for key, dtype in dtypes.items():
+        if dtype == bool:  # no part ran it: no point there, no failed solve
+            merged[key] = merged[key].fillna(0.0).astype(bool)
+        elif dtype.kind in "iu" and merged[key].dtype != dtype and not bool(merged[key].isnull().any()):
+            # the outer join masks every part before merging: counts the union covers are whole numbers again
+            merged[key] = merged[key].astype(dtype)
+    merged = merged.sortby([dim for dim, values in grid.items() if isinstance(values, list)])
+    merged = _canonical(merged)
+    merged.attrs = _attributes(datasets, names, scenarios, grid)
+    return annotate(merged)
+
+
+def _scenario(ds: xr.Dataset, name: str) -> dict[str, Any]:
+    try:
+        scenario = json.loads(ds.attrs["scenario"])
+    except (KeyError, TypeError, ValueError):
+        raise ScenarioError(f"{name}: has no resolved scenario (attribute 'scenario'); allowed: results of simulate, "
+                            "which record it") from None
+    if "model_factory" in ds.attrs:  # a user's model: which one is part of what a cell computes
+        scenario["model_factory"] = ds.attrs["model_factory"]
+    return scenario
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_scenarios(scenarios: Sequence[Mapping[str, Any]], names: Sequence[str]) -> None:
+    """Every field other than the union and the uncomputed ones is the same in every part."""
+    skipped = set(UNION_FIELDS) | set(NOT_COMPUTED)
+    first = _flatten(scenarios[0])
+    for scenario, name in zip(scenarios[1:], names[1:]):
+        flat = _flatten(scenario)
+        for field in sorted((set(first) | set(flat)) - skipped):
+            mine, theirs = flat.get(field, "(unset)"), first.get(field, "(unset)")
+            if mine != theirs:
+                raise ScenarioError(
+                    f"{name}: {field} is {json.dumps(mine)}, but {names[0]} has {json.dumps(theirs)}; allowed: parts "
+                    f"of one sweep, whose scenarios differ only in the swept fields ({', '.join(UNION_FIELDS)})"
+                )
+
+
+def _grid_value(ds: xr.Dataset, dim: str) -> list | None:
+    """A part's values of a grid dimension: its coordinate (a dim or a
+    scalar), the default the pipeline leaves out, or None (absent)."""
+    if dim in ds.coords:
+        return np.atleast_1d(ds[dim].values).tolist()
+    default = LEFT_OUT_AT_DEFAULT.get(tuple(SWEEP_DIMS[dim].split(".")), None)
+    return None if default is None else [default]
+
+
+def _union_grid(datasets: Sequence[xr.Dataset]) -> dict[str, list | Any]:
+    """Grid dimension → the sorted union of its values (a list: a dimension of
+    the result), or the one value every part has (a scalar coordinate)."""
+    grid: dict[str, list | Any] = {}
+    for dim in SWEEP_DIMS:
+        if not any(dim in ds.coords for ds in datasets):  # at its default everywhere: left out, as simulate does
+            continue
+        values = [_grid_value(ds, dim) for ds in datasets]
+        present = sorted({value for part in values if part is not None for value in part})
+        if not present:
+            continue
+        if dim == "width" or len(present) > 1 or any(dim in ds.dims for ds in datasets):
+            grid[dim] = present
+        else:
+            grid[dim] = present[0]
+    return grid
+
+
+def _by_residual_scale(ds: xr.Dataset, grid: Mapping[str, list | Any]) -> list[xr.Dataset]:
+    """A part over both architectures, where the union sweeps a residual
+    scale, as its FFNets (without alpha, gamma: they stand at every value,
+    as in a sweep over γ) and its ResNets (at their own)."""
+    scales = [dim for dim in RESIDUAL_SCALES if isinstance(grid.get(dim), list) and dim in ds.coords]
+    if not scales or "architecture" not in ds.dims or "ffnet" not in ds["architecture"].values.tolist():
+        return [ds]
+    ffnet = ds["architecture"] == "ffnet"
+    return [ds.sel(architecture=ffnet).drop_vars(scales), ds.sel(architecture=~ffnet)]
+
+
+def _normalise(ds: xr.Dataset, name: str, grid: Mapping[str, list | Any], n_max: int) -> xr.Dataset:
+    """A part on the layout of the union: every grid dim of the union on every
+    per-cell variable (the labels over n_train only, as simulate writes them),
+    point slots for ``n_max`` training points."""
+    ds = _relaid_points(ds, n_max)
+    architectures = set(np.atleast_1d(ds["architecture"].values).tolist()) if "architecture" in ds.coords else set()
+    values: dict[str, list] = {}
+    for dim, union in grid.items():
+        own = _grid_value(ds, dim)
+        if own is None:
+            if dim in RESIDUAL_SCALES and architectures == {"ffnet"}:
+                own = union if isinstance(union, list) else [union]
+            else:
+                raise ScenarioError(f"{name}: has no {dim} coordinate, which other parts have "
+                                    f"({', '.join(str(v) for v in np.atleast_1d(union))}); allowed: parts that "
+                                    "set the same grid fields (an FFNet-only part may leave alpha, gamma unset)")
+        values[dim] = own
+    scalar = [dim for dim in grid if dim in ds.coords and dim not in ds.dims]
+    ds = ds.drop_vars(scalar)
+    swept = [dim for dim, union in grid.items() if isinstance(union, list)]
+    variables = {}
+    for key, variable in ds.data_vars.items():
+        for dim in swept:
+            if dim not in variable.dims and ("width" in variable.dims or dim == "n_train"):
+                variable = variable.expand_dims({dim: values[dim]})
+        variables[key] = variable
+    out = xr.Dataset(variables, coords={k: v for k, v in ds.coords.items() if k not in variables}, attrs=ds.attrs)
+    out = out.assign_coords({dim: union for dim, union in grid.items() if not isinstance(union, list)})
+    # expand_dims broadcasts (a read-only view): a copy that the shared-cell check may write into
+    return _canonical(out).copy(deep=True)
+
+
+def _relaid_points(ds: xr.Dataset, n_max: int) -> xr.Dataset:
+    """Training point slots 0…n_max−1, test points after them (as
+    :func:`nth_dynamics.pipeline.results.combine` lays a sweep over n)."""
+    if "point" not in ds.dims or "train_point" not in ds.dims:
+        return ds
+    n = ds.sizes["train_point"]
+    n_test = ds.sizes["point"] - n
+    if n == n_max:
+        return ds
+    slots = np.concatenate([np.arange(n), n_max + np.arange(n_test)])
+    fill = {name: False for name, variable in ds.data_vars.items() if variable.dtype == bool}
+    ds = ds.drop_vars("split").assign_coords(point=slots)
+    ds = ds.reindex(point=np.arange(n_max + n_test), train_point=np.arange(n_max), fill_value=fill)
+    return ds.assign_coords(split=("point", np.array(["train"] * n_max + ["test"] * n_test, dtype="<U5")))
+
+
+def _canonical(ds: xr.Dataset) -> xr.Dataset:
+    """Every variable with its grid dims first, outermost first
+    (:data:`SWEEP_DIMS`), then its own dims in their order: as simulate writes it."""
+    def order(variable):
+        grid = [dim for dim in SWEEP_DIMS if dim in variable.dims]
+        return [*grid, *(dim for dim in variable.dims if dim not in grid)]
+
+    variables = {key: variable.transpose(*order(variable)) for key, variable in ds.data_vars.items()}
+    return ds.assign(variables)
+
+
+def _check_shared_cells(parts: list[xr.Dataset], names: Sequence[str], tolerance: float) -> None:
+    """Two parts holding one cell hold the same numbers; within ``tolerance``
+    the later part takes the earlier one's, so that the merge keeps one."""
+    for (i, first), (j, second) in itertools.combinations(enumerate(parts), 2):
+        a, b = xr.align(first, second, join="inner")
+        if any(a.sizes[dim] == 0 for dim in a.dims):
+            continue  # no shared cell
+        for key in sorted(set(a.data_vars) & set(b.data_vars)):
+            mine, theirs = a[key], b[key].transpose(*a[key].dims)
+            same = _same(mine.values, theirs.values, 0.0)
+            if same.all():
+                continue
+            close = _same(mine.values, theirs.values, tolerance)
+            if tolerance > 0 and key in SOLVER_STATISTICS:
+                close = np.ones_like(same)
+            if not close.all():
+                at = np.unravel_index(np.argmin(close), close.shape)
+                cell = {dim: mine[dim].values[k].item() for dim, k in zip(mine.dims, at)
+                        if dim in SWEEP_DIMS or dim in ("seed", "order", "time")}
+                where = ", ".join(f"{dim}={value}" for dim, value in cell.items())
+                raise ScenarioError(
+                    f"{names[j]}: {key} at {where} is {theirs.values[at].item()!r}, but {names[i]} has "
+                    f"{mine.values[at].item()!r} for the same cell; allowed: parts that agree on every cell they share "
+                    f"(tolerance {tolerance:g}): the same cells directory, or a scenario difference to remove"
+                )
+            parts[j][key].loc[{dim: a[dim].values for dim in mine.dims}] = mine.values
+
+
+def _same(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
+    if a.dtype.kind not in "fc" or b.dtype.kind not in "fc":
+        return np.asarray(a == b)
+    with np.errstate(invalid="ignore"):
+        equal = (a == b) | (np.isnan(a) & np.isnan(b))
+        if tolerance > 0:
+            scale = np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
+            equal |= np.abs(a - b) <= tolerance * scale
+    return equal
+
+
+def _attributes(datasets, names, scenarios, grid) -> dict[str, Any]:
+    """The union's scenario and title, and each part's provenance."""
+    union = json.loads(json.dumps(scenarios[0]))
+    for field, dim in UNION_FIELDS.items():
+        section, key = field.split(".") if "." in field else ("", field)
+        target = union.setdefault(section, {}) if section else union
+        if dim is None:  # hierarchy.orders
+            target[key] = sorted({order for scenario in scenarios for order in scenario["hierarchy"]["orders"]})
+        elif dim in grid:
+            target[key] = grid[dim] if isinstance(grid[dim], list) else [grid[dim]]
+    unique_names = list(dict.fromkeys(scenario.get("name", "scenario") for scenario in scenarios))
+    union["name"] = "+".join(unique_names)
+    union.pop("model_factory", None)
+    parts = []
+    for ds, name, scenario in zip(datasets, names, scenarios):
+        parts.append({
+            "file": name,
+            "scenario_name": scenario.get("name"),
+            "scenario_sha256": hashlib.sha256(ds.attrs["scenario"].encode()).hexdigest()[:12],
+            "scenario_overrides": json.loads(ds.attrs.get("scenario_overrides", "[]")),
+            "git_commit": ds.attrs.get("git_commit", "unknown"),
+            "history": ds.attrs.get("history", ""),
+            "cells": len(json.loads(ds.attrs.get("cells", "[]"))),
+        })
+    cells = {cell["cell_id"]: cell for ds in datasets for cell in json.loads(ds.attrs.get("cells", "[]"))}
+    attributes = base_attributes(f"nth_dynamics.analysis.combine of {', '.join(names)}")
+    titles = list(dict.fromkeys(ds.attrs.get("title", "") for ds in datasets))
+    attributes.update(
+        title=titles[0] if len(titles) == 1 else "combined parts: " + " | ".join(titles),
+        history="\n".join([*(part["history"] for part in parts), attributes["history"]]),
+        scenario=json.dumps(union, sort_keys=True),
+        parts=json.dumps(parts),
+        git_commit=", ".join(dict.fromkeys(part["git_commit"] for part in parts)),
+        combined_by_git_commit=attributes["git_commit"],
+        cells=json.dumps(list(cells.values())),
+    )
+    for key in ("model_factory",):
+        if key in datasets[0].attrs:
+            attributes[key] = datasets[0].attrs[key]
+    return {key: value for key, value in attributes.items() if key not in _PART_ATTRS}
+
+
+__all__ = ["NOT_COMPUTED", "RESIDUAL_SCALES", "SOLVER_STATISTICS", "UNION_FIELDS", "combine", "read_result"]
