@@ -4,10 +4,10 @@
     python scripts/laziness_tables.py [results/laziness_scale.nc]
 
 Prints, as markdown: the fitted slopes of log max_t E_p in log α per width
-and order over two ranges of α (the lazy end, and every α from the edge up)
-next to the prediction −(p − 1); the seed geometric means of max_t E_p per
-α, width and order with the failed solves; and, per width, where the
-hierarchy stops converging, against m^(−1/2).
+and order over three ranges of α (the lazy end α ≥ 4, α ≥ 1, and α ≤ 1/4)
+next to the lazy prediction −(p − 1); the seed geometric means of max_t E_p
+per α, width and order with the failed solves; and, per width and α, α√m
+with E_3/E_2 and E_4/E_2 (where the hierarchy stops converging).
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ LAZY_FROM = 4.0
 
 
 def slope_table(ds: xr.Dataset) -> list[str]:
-    lines = ["| width | p | predicted | α ≥ 4: slope [95 % interval] (α range, points) | α ≥ 1 | all α with finite E_p |",
+    lines = ["| width | p | predicted (lazy) | α ≥ 4: slope [95 % interval] (α range, points) | α ≥ 1 | α ≤ 1/4 |",
              "|---|---|---|---|---|---|"]
-    fits = {lower: nd.analysis.laziness_fits(ds, lower=lower) for lower in (LAZY_FROM, 1.0, None)}
+    ranges = {"lazy": (LAZY_FROM, None), "from 1": (1.0, None), "small": (None, 0.25)}
+    fits = {name: nd.analysis.laziness_fits(ds, lower=lower, upper=upper) for name, (lower, upper) in ranges.items()}
     for width in ds["width"].values.tolist():
         for order in ds["order"].values.tolist():
             cells = []
-            for lower, fit in fits.items():
+            for fit in fits.values():
                 one = fit.sel(width=width, order=order)
                 if not np.isfinite(float(one["slope"])):
                     cells.append("—")
@@ -42,7 +43,7 @@ def slope_table(ds: xr.Dataset) -> list[str]:
                     f"({float(one['fit_min_output_scale']):g}–{float(one['fit_max_output_scale']):g}, "
                     f"{int(one['fit_points'])})"
                 )
-            predicted = float(fits[LAZY_FROM]["predicted_slope"].sel(width=width, order=order))
+            predicted = float(fits["lazy"]["predicted_slope"].sel(width=width, order=order))
             lines.append(f"| {width} | {order} | {predicted:g} | " + " | ".join(cells) + " |")
     return lines
 
@@ -67,33 +68,23 @@ def error_table(ds: xr.Dataset) -> list[str]:
 
 
 def edge_table(ds: xr.Dataset) -> list[str]:
-    """Per width: the smallest α from which on (upwards) the seed means of
-    max_t E_p fall with p at every α (E_4 < E_3 < E_2), and the smallest from
-    which E_4 < E_2 and no solve failed; both against m^(−1/2)."""
+    """Per width and α: α√m, and the ratios E_3/E_2 and E_4/E_2 of the seed
+    geometric means of max_t E_p (a truncation that converges has E_4 ≪ E_2;
+    at the edge E_4 ≈ E_2), with the number of failed solves."""
     worst = ds["truncation_error"].max("time")
     mean = geometric_mean(worst.where(np.isfinite(worst)))
-    failed = ds["nth_failed"].any("seed") if "nth_failed" in ds else xr.zeros_like(mean, dtype=bool)
-    alphas = ds["output_scale"].values
-    lines = ["| width | m^(−1/2) | E_4 < E_2, no failure, from α = | (× m^(1/2)) | E_4 < E_3 < E_2 from α = | E_3 < E_2 from α = |",
-             "|---|---|---|---|---|---|"]
-
-    def from_where(good: np.ndarray) -> float:
-        """The smallest α with ``good`` at it and at every larger α (NaN if none)."""
-        start = np.nan
-        for alpha, ok in zip(alphas[::-1], good[::-1]):
-            if not ok:
-                break
-            start = alpha
-        return start
-
-    for width in ds["width"].values.tolist():
-        e = {p: mean.sel(width=width, order=p).values for p in ds["order"].values.tolist()}
-        broken = failed.sel(width=width).any("order").values
-        even = from_where((e[4] < e[2]) & ~broken)
-        monotone = from_where((e[4] < e[3]) & (e[3] < e[2]) & ~broken)
-        odd = from_where(e[3] < e[2])
-        scale = width ** -0.5
-        lines.append(f"| {width} | {scale:.3g} | {even:g} | {even / scale:.2g} | {monotone:g} | {odd:g} |")
+    failed = ds["nth_failed"].sum(("seed", "order")) if "nth_failed" in ds else None
+    widths = ds["width"].values.tolist()
+    lines = ["| α | " + " | ".join(f"m = {w}: α√m, E_3/E_2, E_4/E_2" for w in widths) + " |",
+             "|---" * (1 + len(widths)) + "|"]
+    for alpha in ds["output_scale"].values.tolist():
+        cells = []
+        for w in widths:
+            e = {p: float(mean.sel(output_scale=alpha, width=w, order=p)) for p in (2, 3, 4)}
+            n_failed = 0 if failed is None else int(failed.sel(output_scale=alpha, width=w))
+            cells.append(f"{alpha * w ** 0.5:.3g}, {e[3] / e[2]:.2f}, {e[4] / e[2]:.3g}"
+                         + (f" ({n_failed} failed)" if n_failed else ""))
+        lines.append(f"| {alpha:g} | " + " | ".join(cells) + " |")
     return lines
 
 
