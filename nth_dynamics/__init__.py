@@ -18,6 +18,7 @@ from .engine.basis import residual_basis  # noqa: E402
 from .engine.function_model import FunctionModel  # noqa: E402
 from .engine.hierarchy import SolverError, Trajectory, closed_form_p2, solve_nth  # noqa: E402
 from .engine.kernels import kernel_tower, tower_bytes  # noqa: E402
+from .engine.laziness import lazy_tower  # noqa: E402
 from .engine.losses import AbstractLoss, Logistic, Squared  # noqa: E402
 from .engine.networks import FFNet, ResNet, make_ensemble, make_network  # noqa: E402
 from .engine.optimizers import make_optimizer  # noqa: E402
@@ -48,6 +49,7 @@ __all__ = [
     "gradient_descent",
     "gradient_flow",
     "kernel_tower",
+    "lazy_tower",
     "limits",
     "load_scenario",
     "make_ensemble",

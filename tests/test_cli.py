@@ -338,7 +338,7 @@ def test_the_module_entry_point_reports_bad_input_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"error: {path}: network.activaton: unknown key; did you mean 'activation'? (allowed keys: architecture, "
-        "width, depth, activation, alpha, gamma, branch, readout, trained, W_std, b_std, parameterization)"
+        "width, depth, activation, alpha, gamma, branch, readout, trained, W_std, b_std, parameterization, output_scale)"
     )
 
 

@@ -94,8 +94,10 @@ def solve_nth(
     """Integrate the NTH truncated at order ``p = len(tower) + 1``.
 
     Args:
-        tower: ``(K2, …, Kp)`` at t = 0 (from :func:`kernel_tower`); the last
-            kernel given is the frozen one. With ``basis``, the projected
+        tower: ``(K2, …, Kp)`` at t = 0 (from :func:`kernel_tower`, which
+            for a network with ``output_scale`` α gives the rescaled tower
+            K(r)/α^(r−2) of docs/theory.md §9); the last kernel given is the
+            frozen one. With ``basis``, the projected
             tower of the same basis (``kernel_tower(…, basis=basis)``).
         f0: outputs at t = 0 on the evaluation points; the first n rows are
             the training points.

@@ -44,6 +44,7 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .basis import check_basis
 from .dense import DenseStack, dense_stack, reproduces
+from .laziness import lazy_tower, output_scale
 from .networks import AbstractNetwork, Perturbation, trained_filter
 
 MAX_ORDER = 6
@@ -101,7 +102,12 @@ def kernel_tower(
 
     Returns:
         ``(K2, …, K_order)``; ``K_r.shape == (N_eval,) + (n,) * (r − 1)``, or
-        with a basis ``(N_eval, n) + (k,) * (r − 2)`` for r ≥ 3.
+        with a basis ``(N_eval, n) + (k,) * (r − 2)`` for r ≥ 3. For a
+        network with ``output_scale`` α ≠ 1, the tower of the hierarchy of
+        what it trains, f0 + α (f − f0) on the loss / α², in that loss's
+        time: K̃(r) = K(r) / α^(r−2) of its f (docs/theory.md §9,
+        :func:`~nth_dynamics.engine.laziness.lazy_tower`), the tower
+        :func:`~nth_dynamics.solve_nth` takes for it; K2 is the NTK of f.
 
     Raises:
         ValueError: for a bad order, input shapes or basis (wrong shape, or
@@ -120,8 +126,11 @@ def kernel_tower(
     chunks = _chunks(model, factored, trained, filter_spec, x_eval.shape[0], n, order, rank, batch_size, memory_budget)
     x_eval = None if x_eval is x_train else x_eval
     if factored is not None:
-        return _dispatch(_structured_tower, factored, None, (x_train, x_eval, order, chunks, basis))
-    return _dispatch(_tower, model, trained, (x_train, x_eval, order, chunks, basis))
+        tower = _dispatch(_structured_tower, factored, None, (x_train, x_eval, order, chunks, basis))
+    else:
+        tower = _dispatch(_tower, model, trained, (x_train, x_eval, order, chunks, basis))
+    # a network trained lazily: the tower of its hierarchy, not of f (docs/theory.md §9)
+    return lazy_tower(tower, output_scale(model))
 
 
 def _chunks(model, factored, trained, filter_spec, n_eval: int, n: int, order: int, rank: int | None,

@@ -24,6 +24,13 @@ networks of docs/theory.md §5, bit for bit. In the standard parameterization
 the trained parameters are the scaled M and b, so the NTK carries the fan-ins
 and grows with the width (``nd.limits.ntk(…, width=m)``).
 
+**The laziness scale** ``output_scale`` α (COB; docs/theory.md §9,
+:mod:`nth_dynamics.engine.laziness`; not the ResNet's block scale ``alpha``):
+the network's ``f(x)`` is the same at every α, and what the references train
+is ``f_α = f(x; θ0) + α (f(x; θ) − f(x; θ0))`` on the loss divided by α²; its
+:func:`~nth_dynamics.kernel_tower` is the hierarchy's, K(r) / α^(r−2). The
+default α = 1 is the network as it always was.
+
 Parameter groups (the ``trained`` option names them):
 
 * ``input``   — ``W0`` (and its bias ``b_W0``), the first layer ``h0 = W0 x``;
@@ -50,6 +57,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Key, PRNGKeyArray, UInt32
+
+from .laziness import check_output_scale
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "tanh": jnp.tanh,
@@ -192,6 +201,7 @@ class AbstractNetwork(eqx.Module):
     W_std: eqx.AbstractVar[float]
     b_std: eqx.AbstractVar[float]
     parameterization: eqx.AbstractVar[str]
+    output_scale: eqx.AbstractVar[float]
     groups: ClassVar[dict[str, tuple[str, ...]]]
     """Parameter group → names of the fields that belong to it."""
 
@@ -317,6 +327,9 @@ class FFNet(AbstractNetwork):
     W_std: float = eqx.field(static=True)
     b_std: float = eqx.field(static=True)
     parameterization: str = eqx.field(static=True)
+    output_scale: float = eqx.field(static=True)
+    """The laziness scale α (COB; :mod:`nth_dynamics.engine.laziness`): the network
+    still computes f, and what is trained is f0 + α (f − f0) on the loss / α²."""
     groups: ClassVar[dict[str, tuple[str, ...]]] = {
         "input": ("W0", "b_W0"),
         "hidden": ("W", "b_W"),
@@ -336,12 +349,14 @@ class FFNet(AbstractNetwork):
         W_std: float = 1.0,
         b_std: float | None = None,
         parameterization: Literal["ntk", "standard"] = "ntk",
+        output_scale: float = 1.0,
         dtype=None,
     ):
         _check_sizes(d, width, depth, min_depth=0)
         _check_activation(activation)
         _check_choice("readout", readout, READOUTS)
         self.W_std, self.b_std, self.parameterization = resolve_dense_options(W_std, b_std, parameterization)
+        self.output_scale = check_output_scale(output_scale)
         dtype = dtype or jnp.result_type(float)
         k0, kw, ka = jax.random.split(key, 3)
         self.W0 = jax.random.normal(k0, (width, d), dtype)
@@ -415,6 +430,9 @@ class ResNet(AbstractNetwork):
     W_std: float = eqx.field(static=True)
     b_std: float = eqx.field(static=True)
     parameterization: str = eqx.field(static=True)
+    output_scale: float = eqx.field(static=True)
+    """The laziness scale α (COB; :mod:`nth_dynamics.engine.laziness`): the network
+    still computes f, and what is trained is f0 + α (f − f0) on the loss / α²."""
     groups: ClassVar[dict[str, tuple[str, ...]]] = {
         "input": ("W0", "b_W0"),
         "hidden": ("W", "b_W", "V", "b_V"),
@@ -437,6 +455,7 @@ class ResNet(AbstractNetwork):
         W_std: float = 1.0,
         b_std: float | None = None,
         parameterization: Literal["ntk", "standard"] = "ntk",
+        output_scale: float = 1.0,
         dtype=None,
     ):
         _check_sizes(d, width, depth, min_depth=1)
@@ -445,6 +464,7 @@ class ResNet(AbstractNetwork):
         _check_choice("readout", readout, READOUTS)
         self.alpha = residual_scale(depth, alpha=alpha, gamma=gamma)
         self.W_std, self.b_std, self.parameterization = resolve_dense_options(W_std, b_std, parameterization)
+        self.output_scale = check_output_scale(output_scale)
         dtype = dtype or jnp.result_type(float)
         k0, kw, kv, ka = jax.random.split(key, 4)
         self.W0 = jax.random.normal(k0, (width, d), dtype)

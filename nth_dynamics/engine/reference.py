@@ -7,6 +7,11 @@ Only the trained parameters move; every function saves the outputs on the
 evaluation points and the NTK K2 at the save times, so the NTH can be compared
 with the network it describes. Gradient descent and optax share one stepper
 (:func:`_descend`): k steps of size η are saved at t = k·η.
+
+A network with ``output_scale`` α ≠ 1 (docs/theory.md §9,
+:mod:`~nth_dynamics.engine.laziness`) is trained as f_α = f0 + α (f − f0) on
+L(f_α)/α², with f0 its outputs at the parameters it starts from: the outputs
+saved are f_α's, the NTK saved is K2 of f, the K̃2 of f_α's hierarchy.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from .hierarchy import (
     solver_stats,
 )
 from .kernels import kernel_tower
+from .laziness import lazy_loss_factor, lazy_outputs, output_scale
 from .losses import AbstractLoss, check_labels, resolve_loss
 from .networks import trained_filter
 
@@ -62,6 +68,10 @@ def gradient_flow(
     Returns a :class:`~nth_dynamics.hierarchy.Trajectory`: ``f`` (len(ts),
     N_eval) on ``x_eval`` (default ``x_train``; first n rows = train) and
     ``ntk`` (len(ts), N_eval, n), the K2 of the trained network at each save.
+
+    A network with ``output_scale`` α (module docstring) follows
+    dθ/dt = −∇θ L(f_α)/α², f_α = f0 + α (f − f0); ``f`` is then f_α and
+    ``ntk`` the K2 of f, as the hierarchy of ``kernel_tower`` has them.
     """
     x_train, y_train, ts = map(jnp.asarray, (x_train, y_train, ts))
     x_eval = x_train if x_eval is None else jnp.asarray(x_eval)
@@ -79,13 +89,14 @@ def gradient_flow(
 @eqx.filter_jit
 def _gradient_flow(model, filter_spec, x_train, y_train, ts, x_eval, solver, rtol, atol, max_steps, loss):
     params0, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
-    loss_gradient = jax.grad(_loss_of(static, x_train, y_train, loss))
+    start = _Start.of(model, x_train, x_eval)
+    loss_gradient = jax.grad(_loss_of(static, x_train, y_train, loss, start))
 
     def vector_field(t, params, args):
         return jax.tree.map(jnp.negative, loss_gradient(params))
 
     def save(t, params, args):
-        return _outputs_and_ntk(eqx.combine(params, static), filter_spec, x_train, x_eval)
+        return _outputs_and_ntk(eqx.combine(params, static), filter_spec, x_train, x_eval, start)
 
     solution = integrate(vector_field, params0, None, ts, save, solver, rtol, atol, max_steps, norm=l2_norm)
     f, ntk = solution.ys
@@ -109,7 +120,9 @@ def gradient_descent(
     flow sampled at t = k·lr, up to an O(lr) gap that no width removes (docs/theory.md §1).
     ``loss`` as for :func:`gradient_flow`.
 
-    ``ts`` of the result are the gradient-flow times k·lr of the saves.
+    ``ts`` of the result are the gradient-flow times k·lr of the saves. A
+    network with ``output_scale`` α steps on L(f_α)/α² and returns f_α, as
+    :func:`gradient_flow` does.
     """
     x_train, y_train, x_eval, loss = _check_descent_inputs(x_train, y_train, lr, steps, save_every, x_eval, loss)
     return _gradient_descent(model, filter_spec, x_train, y_train, lr, steps // save_every, save_every, x_eval, loss)
@@ -118,12 +131,14 @@ def gradient_descent(
 @eqx.filter_jit
 def _gradient_descent(model, filter_spec, x_train, y_train, lr, n_saves, save_every, x_eval, loss):
     params0, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
-    loss_gradient = jax.grad(_loss_of(static, x_train, y_train, loss))
+    start = _Start.of(model, x_train, x_eval)
+    loss_gradient = jax.grad(_loss_of(static, x_train, y_train, loss, start))
 
     def step(params, _):
         return jax.tree.map(lambda p, g: p - lr * g, params, loss_gradient(params)), None
 
-    return _descend(step, params0, lambda params: params, static, filter_spec, x_train, x_eval, lr, n_saves, save_every)
+    return _descend(step, params0, lambda params: params, static, filter_spec, x_train, x_eval, lr, n_saves, save_every,
+                    start)
 
 
 def optax_reference(
@@ -148,7 +163,8 @@ def optax_reference(
     docs/theory.md §9): it shows where a gradient-flow description stops.
     ``optimizer`` is any ``optax.GradientTransformation`` (e.g. from
     :func:`~nth_dynamics.make_optimizer`); ``lr`` the step it was built
-    with, which sets the time axis; ``loss`` as for :func:`gradient_flow`.
+    with, which sets the time axis; ``loss`` as for :func:`gradient_flow`,
+    and so is a network's ``output_scale`` α (L(f_α)/α², returning f_α).
     """
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
@@ -159,7 +175,8 @@ def optax_reference(
 @eqx.filter_jit
 def _optax_reference(model, filter_spec, x_train, y_train, optimizer, lr, n_saves, save_every, x_eval, loss):
     params0, static = eqx.partition(model, trained_filter(model) if filter_spec is None else filter_spec)
-    loss_gradient = jax.grad(_loss_of(static, x_train, y_train, loss))
+    start = _Start.of(model, x_train, x_eval)
+    loss_gradient = jax.grad(_loss_of(static, x_train, y_train, loss, start))
 
     def step(carry, _):
         params, state = carry
@@ -167,16 +184,17 @@ def _optax_reference(model, filter_spec, x_train, y_train, optimizer, lr, n_save
         return (optax.apply_updates(params, updates), state), None
 
     carry0 = (params0, optimizer.init(params0))
-    return _descend(step, carry0, lambda carry: carry[0], static, filter_spec, x_train, x_eval, lr, n_saves, save_every)
+    return _descend(step, carry0, lambda carry: carry[0], static, filter_spec, x_train, x_eval, lr, n_saves, save_every,
+                    start)
 
 
-def _descend(step, carry0, params_of, static, filter_spec, x_train, x_eval, lr, n_saves, save_every) -> Trajectory:
+def _descend(step, carry0, params_of, static, filter_spec, x_train, x_eval, lr, n_saves, save_every, start) -> Trajectory:
     """``n_saves × save_every`` applications of ``step`` (a ``lax.scan`` body
     on ``carry``, whose parameters are ``params_of(carry)``), saving the outputs
-    and K2 at step 0 and every ``save_every`` steps, at the times k·lr."""
+    (of f_α: ``start``) and K2 at step 0 and every ``save_every`` steps, at the times k·lr."""
 
     def save(carry):
-        return _outputs_and_ntk(eqx.combine(params_of(carry), static), filter_spec, x_train, x_eval)
+        return _outputs_and_ntk(eqx.combine(params_of(carry), static), filter_spec, x_train, x_eval, start)
 
     def chunk(carry, _):
         carry, _ = jax.lax.scan(step, carry, None, length=save_every)
@@ -204,17 +222,43 @@ def loss(model: eqx.Module, x_train: Array, y_train: Array, kind: str | Abstract
     return resolve_loss(kind).mean(jax.vmap(model)(x_train), y_train)
 
 
-def _loss_of(static, x_train, y_train, kind):
-    def loss_of_params(params):
-        return loss(eqx.combine(params, static), x_train, y_train, kind)
+class _Start(eqx.Module):
+    """What training f_α = f0 + α (f − f0) needs of the starting point: α and
+    f0 on the training and the evaluation points (None at α = 1, where f_α is f)."""
 
-    return loss_of_params
+    alpha: float = eqx.field(static=True)
+    f0_train: Array | None
+    f0_eval: Array | None
+
+    @classmethod
+    def of(cls, model, x_train, x_eval) -> _Start:
+        alpha = output_scale(model)
+        if alpha == 1.0:
+            return cls(alpha, None, None)
+        return cls(alpha, jax.vmap(model)(x_train), jax.vmap(model)(x_eval))
 
 
-def _outputs_and_ntk(model, filter_spec, x_train, x_eval):
-    # filter_spec None: the model's own trained set, so networks take the structured path
+def _loss_of(static, x_train, y_train, kind, start: _Start):
+    """θ ↦ L(f_α)/α², which at α = 1 is :func:`loss` itself (the expression
+    the references have always trained on, to the last bit)."""
+    if start.alpha == 1.0:
+        def loss_of_params(params):
+            return loss(eqx.combine(params, static), x_train, y_train, kind)
+
+        return loss_of_params
+
+    def lazy_loss_of_params(params):
+        f = lazy_outputs(jax.vmap(eqx.combine(params, static))(x_train), start.f0_train, start.alpha)
+        return lazy_loss_factor(start.alpha) * resolve_loss(kind).mean(f, y_train)
+
+    return lazy_loss_of_params
+
+
+def _outputs_and_ntk(model, filter_spec, x_train, x_eval, start: _Start):
+    # filter_spec None: the model's own trained set, so networks take the structured path;
+    # K2 is the NTK of f at every α (the K̃2 of f_α's hierarchy)
     (ntk,) = kernel_tower(model, x_train, 2, x_eval, filter_spec=filter_spec, batch_size=x_train.shape[0])
-    return jax.vmap(model)(x_eval), ntk
+    return lazy_outputs(jax.vmap(model)(x_eval), start.f0_eval, start.alpha), ntk
 
 
 def _check_descent_inputs(x_train, y_train, lr, steps, save_every, x_eval, loss):

@@ -2,7 +2,13 @@
 stage by stage (data → kernel tower → the truncated NTH for each order →
 reference training; docs/theory.md §1–§3), each stage one ``eqx.filter_jit``
 that compiles once per cell shape, never per seed. A cell is a pure function
-of its :class:`~nth_dynamics.pipeline.cells.CellSpec`."""
+of its :class:`~nth_dynamics.pipeline.cells.CellSpec`.
+
+Cells that differ only in the laziness scale ``network.output_scale`` start
+from one tower of f, which each rescales to its own hierarchy
+(:func:`~nth_dynamics.engine.laziness.lazy_tower`, docs/theory.md §9): run in
+turn with a :class:`SharedTowers`, the tower is computed once for all of them.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from ..data import make_data
 from ..engine.function_model import cast_floating
 from ..engine.hierarchy import SUCCESSFUL, SolverError, check_solution, solve_nth
 from ..engine.kernels import kernel_tower, lambda_min
+from ..engine.laziness import lazy_tower
 from ..engine.losses import resolve_loss
 from ..engine.networks import make_ensemble, stack_ensemble
 from ..engine.optimizers import make_optimizer
@@ -34,8 +41,35 @@ from .schema import descent_steps, save_times
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
 
 
-def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None) -> xr.Dataset:
-    """Run one cell: every seed of one grid point (a pure function of ``cell.spec``)."""
+class SharedTowers:
+    """The tower of f of the last cell run, kept for the next cell if that
+    differs only in ``network.output_scale`` (the same
+    :meth:`~nth_dynamics.pipeline.cells.CellSpec.tower_id`, seeds and
+    direction chunk): the hierarchies at every α are rescalings of it, so it
+    is computed once. One tower is held at a time; a cell with another
+    ``tower_id`` drops it before computing its own."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value = None
+        self.reused = 0
+        """Towers taken from here instead of computed (for tests and messages)."""
+
+    def get(self, key: tuple, compute: Callable[[], tuple]):
+        if key != self._key:
+            self._key, self._value = None, None  # freed before the next tower is computed
+            self._value, self._key = compute(), key
+        else:
+            self.reused += 1
+        return self._value
+
+
+def run_cell(
+    cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None, towers: SharedTowers | None = None
+) -> xr.Dataset:
+    """Run one cell: every seed of one grid point (a pure function of ``cell.spec``).
+    ``towers``: share the tower of f with the cells run before and after
+    that differ only in ``network.output_scale`` (:class:`SharedTowers`)."""
     spec: CellSpec = cell.spec
     dtype = DTYPES[spec.precision]
     wall: dict[str, float] = {}
@@ -54,7 +88,8 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
     seeds = list(spec.seeds)
     batches = [seeds[i : i + estimate["seed_batch"]] for i in range(0, len(seeds), estimate["seed_batch"])]
     run_batch = _run_seed_batch if spec.hierarchy.basis == "full" else _run_seed_batch_reduced
-    results = [run_batch(cell, data, batch, ts, estimate["batch_size"], stage, dtype) for batch in batches]
+    towers = SharedTowers() if towers is None else towers
+    results = [run_batch(cell, data, batch, ts, estimate["batch_size"], stage, dtype, towers) for batch in batches]
     tower, nth, ref, time_scale, reduced = (
         jax.tree.map(lambda *parts: np.concatenate(parts), *[result[i] for result in results])
         for i in range(5)
@@ -90,20 +125,29 @@ def run_cell(cell: Cell, *, on_stage: Callable[[str], None] = lambda name: None)
     )
 
 
-def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, stage, dtype):
+def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, stage, dtype, towers: SharedTowers):
     """Tower, NTH solves and reference of one batch of seeds, vmapped as one
     computation; returns (tower, [trajectory per order], reference, time
     scale per seed) as numpy. The save times ``ts`` are multiplied by each
-    seed's time scale (1, or n/λ_min(K2₀) for ``time.unit: n_over_lambda_min``)."""
+    seed's time scale (1, or n/λ_min(K2₀) for ``time.unit: n_over_lambda_min``).
+    The tower is that of f (the network at output scale 1, perhaps shared
+    with the cell before), rescaled to this cell's α."""
     spec: CellSpec = cell.spec
     hierarchy = spec.hierarchy
+    alpha = spec.network.output_scale
     with stage("data"):
         ensemble = _ensemble(cell, seeds, dtype)
     x_eval = data.x_eval
-    with stage("tower"):
-        tower, f0 = jax.block_until_ready(
-            _initial_tower(ensemble, data.x_train, x_eval, max(hierarchy.orders), batch_size)
+
+    def tower_of_f():
+        unscaled = ensemble if alpha == 1.0 else _ensemble(cell, seeds, dtype, output_scale=1.0)
+        return jax.block_until_ready(
+            _initial_tower(unscaled, data.x_train, x_eval, max(hierarchy.orders), batch_size)
         )
+
+    with stage("tower"):
+        tower, f0 = towers.get((cell.spec.tower_id(cell.model), tuple(seeds), batch_size), tower_of_f)
+        tower = lazy_tower(tower, alpha)
     time_scale = _time_scale(tower[0], spec.time.unit, cell, seeds)
     ts = jnp.asarray(time_scale, dtype)[:, None] * ts[None, :]  # (seed, time): physical save times per seed
     nth = []
@@ -123,14 +167,17 @@ def _run_seed_batch(cell: Cell, data, seeds: list[int], ts, batch_size: int, sta
     return jax.tree.map(np.asarray, (tower, nth, ref, time_scale)) + (None,)
 
 
-def _run_seed_batch_reduced(cell: Cell, data, seeds: list[int], ts, batch_size: int, stage, dtype):
+def _run_seed_batch_reduced(cell: Cell, data, seeds: list[int], ts, batch_size: int, stage, dtype, towers: SharedTowers):
     """``hierarchy.basis: reduced`` (docs/theory.md §8): K2 of the batch, the
     reference (whose residual seeds the basis), then each seed's reduced-basis
     hierarchy (:func:`~nth_dynamics.engine.reduced.reduced_hierarchy`: the
     basis is enlarged by the NTH's own residuals and its error estimated). The
     seeds' bases differ in rank, so their hierarchies run one after another.
     Returns what :func:`_run_seed_batch` does, with only K2 as the tower, and
-    the basis outputs of :func:`~nth_dynamics.pipeline.results.cell_dataset`."""
+    the basis outputs of :func:`~nth_dynamics.pipeline.results.cell_dataset`.
+    Nothing is shared (``towers`` is unused): the projected towers depend on
+    each cell's own reference, and :func:`~nth_dynamics.kernel_tower`
+    rescales them to the network's output scale itself."""
     spec: CellSpec = cell.spec
     hierarchy = spec.hierarchy
     with stage("data"):
@@ -172,15 +219,18 @@ def _run_seed_batch_reduced(cell: Cell, data, seeds: list[int], ts, batch_size: 
     return jax.tree.map(np.asarray, (tower, nth, ref, time_scale)) + (reduced,)
 
 
-def _ensemble(cell: Cell, seeds: list[int], dtype):
+def _ensemble(cell: Cell, seeds: list[int], dtype, output_scale: float | None = None):
     """The cell's network, one per seed, stacked on a leading axis: the
-    built-in network of ``spec.network``, or the user's factory called with
+    built-in network of ``spec.network`` (at ``output_scale`` if given: the
+    same weights, trained at another α), or the user's factory called with
     each seed's key (its floating-point leaves cast to the cell's precision)."""
     spec: CellSpec = cell.spec
     if cell.model is not None:
         members = [cast_floating(cell.model.build(key, spec), dtype) for key in network_keys(seeds)]
         return stack_ensemble(members)
     network = spec.network
+    if output_scale is not None:
+        network = network.model_copy(update={"output_scale": output_scale})
     return make_ensemble(
         network.architecture, spec.data.d, network.width, network.depth, network_keys(seeds), **network.options(),
         dtype=dtype,
@@ -299,4 +349,4 @@ def _optax_batch(ensemble, x_train, y_train, optimizer, lr: float, steps: int, s
 
 
 
-__all__ = ["data_key", "network_keys", "run_cell"]
+__all__ = ["SharedTowers", "data_key", "network_keys", "run_cell"]

@@ -39,6 +39,7 @@ LEFT_OUT_AT_DEFAULT: dict[tuple[str, str], Any] = {
     ("network", "W_std"): 1.0,
     ("network", "b_std"): 0.0,
     ("network", "parameterization"): "ntk",
+    ("network", "output_scale"): 1.0,
 }
 """(section, field) → the default that is left out of the id payload: fields
 added after results were written enter the id only when they change what a
@@ -63,6 +64,8 @@ class NetworkSpec(Section):
     b_std: NonNegativeFloat = 0.0
     """0: no biases."""
     parameterization: Literal[PARAMETERIZATIONS] = "ntk"  # type: ignore[valid-type]
+    output_scale: PositiveFloat = 1.0
+    """The laziness scale α (docs/theory.md §9); 1: the network as it is."""
 
     def options(self) -> dict[str, Any]:
         """Keyword options of :func:`~nth_dynamics.engine.networks.make_network`
@@ -72,7 +75,7 @@ class NetworkSpec(Section):
         options: dict[str, Any] = {"activation": self.activation, "readout": self.readout, "trained": list(self.trained)}
         if self.architecture == "resnet":
             options.update(alpha=self.alpha, branch=self.branch)
-        for field in ("W_std", "b_std", "parameterization"):
+        for field in ("W_std", "b_std", "parameterization", "output_scale"):
             if getattr(self, field) != LEFT_OUT_AT_DEFAULT["network", field]:
                 options[field] = getattr(self, field)
         return options
@@ -144,6 +147,12 @@ class CellSpec(Section):
             payload["network"] = model.id_payload(self)
         text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def tower_id(self, model: ModelFactory | None = None) -> str:
+        """The id of the cell at output scale 1: cells with one ``tower_id``
+        differ at most in ``network.output_scale``, and so start from the same
+        tower of f (the hierarchy of each rescales it, docs/theory.md §9)."""
+        return self.model_copy(update={"network": self.network.model_copy(update={"output_scale": 1.0})}).id(model)
 
 
 FACTORY_KEYWORDS = ("d", "width", "depth", "activation")

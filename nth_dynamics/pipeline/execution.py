@@ -17,7 +17,7 @@ import xarray as xr
 from .._files import read_dataset, write_dataset
 from .._progress import Progress
 from .._schema import ScenarioError
-from .cell_run import run_cell
+from .cell_run import SharedTowers, run_cell
 from .cells import Cell
 
 
@@ -27,8 +27,12 @@ class WorkerLost(RuntimeError):
 
 def run_in_turn(cells: Sequence[Cell], cache: Path | None, progress: Progress) -> dict[str, xr.Dataset]:
     """Run ``cells`` one after the other (reading those already in ``cache``,
-    writing each finished one there); cell id → its Dataset."""
+    writing each finished one there); cell id → its Dataset. Consecutive
+    cells that differ only in ``network.output_scale`` share one tower
+    (:class:`~nth_dynamics.pipeline.cell_run.SharedTowers`); cells run on a
+    cluster each compute their own."""
     datasets: dict[str, xr.Dataset] = {}
+    towers = SharedTowers()
     for index, cell in enumerate(cells, start=1):
         cached = cell_path(cache, cell) if cache else None
         progress.cell(index, cell, cached is not None and cached.exists())
@@ -36,7 +40,7 @@ def run_in_turn(cells: Sequence[Cell], cache: Path | None, progress: Progress) -
             datasets[cell.id] = read_dataset(cached)
             continue
         started = time.perf_counter()
-        datasets[cell.id] = run_cell(cell, on_stage=progress.stage)
+        datasets[cell.id] = run_cell(cell, on_stage=progress.stage, towers=towers)
         progress.cell_done(cell, time.perf_counter() - started)
         if cached is not None:
             write_dataset(datasets[cell.id], cached)

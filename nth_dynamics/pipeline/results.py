@@ -49,7 +49,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "test_accuracy_ref": ("fraction of test points with sign(f_ref) = y (loss logistic)", "1"),
     "truncation_error": ("truncation error E_p = ||f_ref - f_nth||_2 / sqrt(n) over the training points", "1"),
     "test_error": ("truncation error ||f_ref - f_nth||_2 / sqrt(n_test) over the test points", "1"),
-    "kernel_magnitude": ("max |K(r)| at initialisation over the training rows", "1"),
+    "kernel_magnitude": (
+        "max |K(r)| at initialisation over the training rows (the hierarchy's: K(r) / output_scale^(r-2))", "1"
+    ),
     "lambda_min": ("smallest eigenvalue of the training block of K2 at initialisation", "1"),
     "ntk_drift_nth": ("max |K2(t) - K2(0)| over the training block, truncated NTH", "1"),
     "ntk_drift_ref": ("max |K2(t) - K2(0)| over the training block, reference", "1"),
@@ -92,6 +94,7 @@ COORDINATES: dict[str, tuple[str, str]] = {
     "alpha": ("residual block scale alpha", "1"),
     "W_std": ("weight scale W_std of every dense layer (neural-tangents' Dense)", "1"),
     "b_std": ("bias scale b_std of every dense layer; 0: no biases", "1"),
+    "output_scale": ("laziness scale alpha: f0 + alpha (f - f0) trained on the loss / alpha^2", "1"),
     "n_train": ("number of training points n", "1"),
 }
 

@@ -6,8 +6,8 @@ of :mod:`nth_dynamics.pipeline.schema`), strictly: no value is coerced from
 another type (``"64"`` is not a width, ``1.0`` not an integer, ``true`` not a
 number) except an integer where a float is meant, no number is nan or
 infinite, no key is repeated. Any of ``seed``, ``network.{architecture, width,
-depth, activation, gamma, alpha}``, ``data.n_train`` and ``hierarchy.orders``
-may be a list:
+depth, activation, gamma, alpha, W_std, b_std, output_scale}``, ``data.n_train``
+and ``hierarchy.orders`` may be a list:
 
 * ``seed`` is a *batch* axis: the seeds of one cell run as one vmapped
   computation;
@@ -84,6 +84,7 @@ SWEEP_DIMS: dict[str, str] = {
     "alpha": "network.alpha",
     "W_std": "network.W_std",
     "b_std": "network.b_std",
+    "output_scale": "network.output_scale",
     "n_train": "data.n_train",
     "width": "network.width",
 }
@@ -202,6 +203,7 @@ class Scenario(Section):
             W_std=pick("W_std"),
             b_std=pick("b_std"),
             parameterization=self.network.parameterization,
+            output_scale=pick("output_scale"),
         )
         return CellSpec(
             precision=self.precision,

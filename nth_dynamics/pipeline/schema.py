@@ -167,6 +167,11 @@ class Network(Section):
     parameterization: Literal[PARAMETERIZATIONS] = "ntk"  # type: ignore[valid-type]
     """``ntk`` (weights N(0, 1), W_std/√fan_in in the forward pass) or ``standard``
     (weights N(0, W_std²/fan_in)): neural-tangents' two parameterizations."""
+    output_scale: Sweep(PositiveFloat) = (1.0,)
+    """The laziness scale α (COB; docs/theory.md §9): train f0 + α (f − f0) on the
+    loss / α², whose hierarchy is the tower of f with K(r) / α^(r−2). 1: the
+    network as it is; large α: lazy; α ~ m^(−1/2): mean-field. Cells that
+    differ only in α share one tower when they run in turn."""
 
 
 class Hierarchy(Section):

@@ -90,7 +90,7 @@ def simulate(
     cells = scenario.cells()
     if factory is not None:
         cells = [Cell.of(cell.coords, cell.spec, model=factory) for cell in cells]
-    unique = list({cell.id: cell for cell in cells}.values())
+    unique = _by_tower(list({cell.id: cell for cell in cells}.values()))
     sharing = workers if scheduler is None else 1  # cells that share this machine's memory_budget_gb
     if sharing > 1:  # the budget is not in the cell id: the same cells, planned for less memory
         budget_gb = scenario.memory_budget_gb / sharing
@@ -129,6 +129,7 @@ def simulate(
 
 BUILT_IN_NETWORK_FIELDS = (
     "architecture", "alpha", "gamma", "branch", "readout", "trained", "W_std", "b_std", "parameterization",
+    "output_scale",
 )
 """The ``network`` fields that describe the built-in networks only: unset with a user's model."""
 
@@ -151,6 +152,16 @@ def _model_factory(scenario: Scenario, model: Callable[..., Any]) -> ModelFactor
                 f"model={factory.name}; allowed: remove it (the factory receives {', '.join(FACTORY_KEYWORDS)})"
             )
     return factory
+
+
+def _by_tower(cells: list[Cell]) -> list[Cell]:
+    """The cells in grid order, except that those with one tower (differing
+    only in ``network.output_scale``) run one after another, so that they
+    share it (:class:`~nth_dynamics.pipeline.cell_run.SharedTowers`)."""
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.spec.tower_id(cell.model), []).append(cell)
+    return [cell for group in groups.values() for cell in group]
 
 
 def _stage_times(datasets: Mapping[str, xr.Dataset]) -> dict[str, float]:

@@ -74,6 +74,13 @@ def predicted_error_slope(order):
     return -(order // 2) * 1.0
 
 
+def predicted_laziness_slope(order):
+    """Slope of log E_p in log α (the output scale) at a fixed width, in the
+    lazy regime: −(p − 1). E_p follows the first kernel it leaves out
+    (results/README.md), and K̃(p+1) = K(p+1) / α^(p−1) (docs/theory.md §9)."""
+    return -(order - 1) * 1.0
+
+
 def predicted_kernel_slope(rank):
     """Slope of log max|K(r)₀| in log m: −⌊(r−1)/2⌋, i.e. 0, −1, −1, −2, −2 for
     r = 2…6 (HY eq. 2.3)."""
@@ -260,6 +267,34 @@ def depth_over_width_fits(fits: xr.Dataset) -> xr.Dataset | None:
     return fits[list(names)].rename(names) if names else None
 
 
+def laziness_fits(
+    ds: xr.Dataset,
+    *,
+    lower: float | None = None,
+    upper: float | None = None,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
+) -> xr.Dataset:
+    """Fits of log max_t E_p against log α for a Dataset swept over
+    ``network.output_scale`` (docs/theory.md §9): :func:`fit_power_law` over
+    ``output_scale`` from ``lower`` to ``upper`` for every series (width,
+    order, …), seed bootstrap, errors at or below :func:`error_floor` and
+    failed solves (inf) left out; with ``predicted_slope``
+    (:func:`predicted_laziness_slope`, the lazy regime's) and ``agrees``."""
+    if ds.sizes.get("output_scale", 1) < 2:
+        raise ValueError("laziness_fits needs a Dataset swept over network.output_scale (two values or more)")
+    worst = ds["truncation_error"].max("time").rename("max_t E_p")
+    fit = fit_power_law(worst, "output_scale", lower=lower, upper=upper, floor=error_floor(ds),
+                        resamples=resamples, confidence=confidence, seed=seed)
+    predicted = xr.DataArray(predicted_laziness_slope(ds["order"])).broadcast_like(fit["slope"])
+    fit["predicted_slope"] = predicted.assign_attrs(
+        long_name="predicted slope in log output_scale: -(p - 1) (E_p ~ K(p+1) / alpha^(p-1))", units="1"
+    )
+    fit["agrees"] = agrees(fit, fit["predicted_slope"])
+    return fit
+
+
 def quantity_fits(fits: xr.Dataset, name: str) -> xr.Dataset:
     """The width fits of one quantity from :func:`analyse`, without the name
     prefix: ``slope``, ``slope_low``, …, ``predicted_slope``, ``agrees``."""
@@ -287,10 +322,12 @@ __all__ = [
     "depth_over_width_fits",
     "error_floor",
     "fit_power_law",
+    "laziness_fits",
     "ntk_drift",
     "predicted_drift_slope",
     "predicted_error_slope",
     "predicted_kernel_slope",
+    "predicted_laziness_slope",
     "quantity_fits",
     "required_width",
     "required_width_fits",

@@ -14,10 +14,13 @@ Agg canvas (no pyplot), or None when the Dataset has no data for it;
   error ratio against width;
 - ``required_width_vs_n``, ``required_width_vs_depth`` (n_train, depth
   swept): the width a tolerance of max_t E_p needs, with bootstrap intervals
-  and the fitted exponents (:mod:`nth_dynamics.report.required_width`).
+  and the fitted exponents (:mod:`nth_dynamics.report.required_width`);
 - ``depth_over_width`` (depth and width swept, n fixed): max_t E_p and the
   relative NTK drift against L/m, points coloured by depth, with the fitted
-  exp(βL/m) (:mod:`nth_dynamics.report.depth_over_width`).
+  exp(βL/m) (:mod:`nth_dynamics.report.depth_over_width`);
+- ``error_vs_output_scale`` (``network.output_scale`` swept): max_t E_p
+  against the laziness scale α, lines per width, with the fitted slopes and
+  the lazy regime's −(p − 1) (:func:`nth_dynamics.analysis.laziness_fits`).
 
 Every other swept dimension (depth, n_train, …) becomes rows of panels or
 separate lines.
@@ -80,11 +83,11 @@ def _rows(ds: xr.Dataset) -> tuple[list[dict[str, Any]], str]:
     return rows[:MAX_ROWS], note
 
 
-def _draw_series(ax, values: xr.DataArray, fit: xr.Dataset, color: str, name: str) -> None:
-    """Seed geometric means against width with a bar over the seed range, the
-    fitted line over its fit range (solid) and the predicted slope through the
-    middle of it (dashed); the legend entry gives the slope, its interval and
-    the prediction."""
+def _draw_series(ax, values: xr.DataArray, fit: xr.Dataset, color: str, name: str, dim: str = "width") -> None:
+    """Seed geometric means against ``dim`` (width) with a bar over the seed
+    range, the fitted line over its fit range (solid) and the predicted slope
+    through the middle of it (dashed); the legend entry gives the slope, its
+    interval and the prediction."""
     mean = geometric_mean(values)
     error = None
     if "seed" in values.dims:
@@ -99,10 +102,10 @@ def _draw_series(ax, values: xr.DataArray, fit: xr.Dataset, color: str, name: st
         low, high = float(fit["slope_low"]), float(fit["slope_high"])
         label += f": {slope:.2f}" + (f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) else "")
         label += f", pred. {predicted:g}" if np.isfinite(predicted) else ""
-    ax.errorbar(values["width"].values, mean.values, yerr=error, fmt="o", ms=4, color=color, capsize=2, label=label)
+    ax.errorbar(values[dim].values, mean.values, yerr=error, fmt="o", ms=4, color=color, capsize=2, label=label)
     if not np.isfinite(slope):
         return
-    lo, hi = float(fit["fit_min_width"]), float(fit["fit_max_width"])
+    lo, hi = float(fit[f"fit_min_{dim}"]), float(fit[f"fit_max_{dim}"])
     m = np.geomspace(lo, hi, 20)
     ax.plot(m, np.exp(intercept + slope * np.log(m)), "-", color=color, lw=1.2)
     if np.isfinite(predicted):
@@ -470,6 +473,38 @@ def depth_over_width(ds: xr.Dataset, fits: xr.Dataset):
     return figure
 
 
+def error_vs_output_scale(ds: xr.Dataset, fits: xr.Dataset):
+    """max_t E_p against the output scale α (docs/theory.md §9), one panel
+    per order, lines per width, with the fits of
+    :func:`~nth_dynamics.analysis.laziness_fits` (over every α; failed
+    solves and the floor left out) and the predicted lazy slope −(p − 1);
+    the mean-field scale α = m^(−1/2) of each width marked on the axis."""
+    if ds.sizes.get("output_scale", 1) < 2 or "truncation_error" not in ds or not any_finite(ds["truncation_error"]):
+        return None
+    fit_all = analysis.laziness_fits(ds)
+    worst = ds["truncation_error"].max("time")
+    rows = selections(ds, [d for d in _row_dims(ds) if d != "output_scale"]) or [{}]
+    note = f" (first {MAX_ROWS} of {len(rows)} rows)" if len(rows) > MAX_ROWS else ""
+    rows = rows[:MAX_ROWS]
+    orders = ds["order"].values.tolist()
+    floor = analysis.error_floor(ds)
+    figure, axes = _panels(len(rows), len(orders))
+    for i, row in enumerate(rows):
+        for j, order in enumerate(orders):
+            ax = axes[i, j]
+            for k, width in enumerate(ds["width"].values.tolist()):
+                selection = {**row, "order": order, "width": width}
+                _draw_series(ax, select(worst, selection), select(fit_all, selection), f"C{k}", f"m = {width}",
+                             dim="output_scale")
+                ax.axvline(width ** -0.5, color=f"C{k}", ls=":", lw=0.8)
+            _log_axes(ax, "output scale α (dotted: α = m^(−1/2))", f"max_t E_{order}", floor,
+                      legend_title=SLOPES_LEGEND)
+            ax.set_title(f"p = {order}" + (f"; {series_label(row)}" if row else ""), fontsize=9)
+    figure.suptitle(f"Truncation error against the laziness scale (seed geometric mean; bars: seed range){note}",
+                    fontsize=10)
+    return figure
+
+
 FIGURES = {
     "error_vs_width": error_vs_width,
     "test_error_vs_width": error_vs_width_test_points,
@@ -481,5 +516,6 @@ FIGURES = {
     "required_width_vs_n": required_width_vs_n,
     "required_width_vs_depth": required_width_vs_depth,
     "depth_over_width": depth_over_width,
+    "error_vs_output_scale": error_vs_output_scale,
 }
 """File stem → figure function (returns None when its data are absent)."""
