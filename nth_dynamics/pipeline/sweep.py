@@ -115,10 +115,10 @@ def simulate(
             progress.finish()
     ds = combine(scenario.grid(), cells, datasets)
     stage_times = _stage_times(datasets)
-    summaries = [
+    summaries = [  # in grid order, not the order they ran in (_by_tower), as the scenario lists them
         {"cell_id": cell.id, **cell.coords, "memory_bytes": estimates[cell.id]["bytes"],
          "stage_wall_times": json.loads(datasets[cell.id].attrs["stage_wall_times"])}
-        for cell in unique
+        for cell in {cell.id: cell for cell in cells}.values()
     ]
     ds.attrs.update(provenance(scenario, stage_times=stage_times, cells=summaries, command=command))
     if factory is not None:
