@@ -6,6 +6,7 @@ scenario results and the infinite-width studies both start from
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.metadata
 import json
 import platform
@@ -48,9 +49,12 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+@functools.cache
 def git_commit() -> str:
     """The commit of the source tree of this package, or "unknown" (not a git
-    checkout, or git missing); "+dirty" when it has uncommitted changes."""
+    checkout, or git missing); "+dirty" when it has uncommitted changes.
+    Read once per process (simulate reads it before computing): a commit
+    made while a long sweep runs is not the code the sweep imported."""
     root = Path(__file__).resolve().parent.parent  # the repository holding nth_dynamics/
     try:
         commit = subprocess.run(

@@ -27,6 +27,7 @@ from .cells import FACTORY_KEYWORDS, LEFT_OUT_AT_DEFAULT, Cell, ModelFactory
 from .estimates import check_budget, estimate_cell
 from .execution import WorkerLost, run_in_turn, run_on_cluster
 from .infinite_width import simulate_study
+from .._provenance import git_commit
 from .results import annotate, combine, provenance
 from .scenario import SWEEP_DIMS, Scenario
 
@@ -87,6 +88,7 @@ def simulate(
     if scenario.kind == "infinite_width":
         return simulate_study(scenario, progress=progress, command=command)
     progress = progress or Progress()
+    git_commit()  # the commit of the code this process imported, before hours of computing
     cells = scenario.cells()
     if factory is not None:
         cells = [Cell.of(cell.coords, cell.spec, model=factory) for cell in cells]
