@@ -148,7 +148,7 @@ def test_it_needs_depth_and_width_sweeps_and_the_report_draws_it_only_at_fixed_n
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Finite-width corrections against depth/width" in report
     rows = [line for line in report.splitlines() if line.startswith("| architecture=")]
-    verdicts = {tuple(row.split(" | ")[:2]): row.split(" | ")[7] for row in rows if len(row.split(" | ")) > 10}
+    verdicts = {tuple(row.split(" | ")[:2]): row.split(" | ")[9] for row in rows if len(row.split(" | ")) > 12}
     assert verdicts[("| architecture=ffnet", "E_2")] == "L/m" and verdicts[("| architecture=resnet", "E_2")] == "m"
     fits = read_dataset(tmp_path / "report" / "analysis.nc")
     assert fits.depth_over_width_beta.dims == ("quantity", "architecture")
@@ -182,3 +182,22 @@ def test_a_tiny_simulation_goes_through_to_the_figure(tmp_path):
     expected = (ds.ntk_drift_ref.max("time") / ds.kernel_magnitude.sel(rank=2)).sel(architecture="resnet")
     sizes = dow.correction_sizes(ds).sel(quantity="ntk_drift", architecture="resnet")
     xr.testing.assert_allclose(sizes.drop_vars("quantity"), expected.transpose(*sizes.dims).drop_vars("rank"))
+
+
+def test_a_power_law_in_depth_over_width_is_recovered_by_law_iii():
+    """E = (L/m)^0.9 times log-normal seed noise, the shape the FFNets of part
+    W showed: law (iii) recovers the exponent within its interval and leaves
+    the smallest residual, where law (i), exp(βL/m), cannot follow it at
+    small L/m and law (ii) has no depth."""
+    ds = synthetic()
+    error = ds["truncation_error"]
+    ratio = (ds["depth"].astype(float) / ds["width"].astype(float)) ** 0.9
+    noise = np.exp(0.1 * np.random.default_rng(1).standard_normal(error.isel(order=0, time=0).shape))
+    t = error["time"] / error["time"].max()
+    ds["truncation_error"] = (ratio * xr.DataArray(noise, dims=error.isel(order=0, time=0).dims) * t
+                              * 10.0 ** -error["order"]).transpose(*error.dims)
+    at = dow.depth_over_width(ds).sel(architecture="ffnet", quantity="E_2")
+    assert float(at.ratio_exponent_low) <= 0.9 <= float(at.ratio_exponent_high), at.ratio_exponent.values
+    assert abs(float(at.ratio_exponent) - 0.9) < 0.1
+    assert float(at.ratio_exponent_residual) < 0.5 * float(at.beta_residual)
+    assert float(at.ratio_exponent_residual) < 0.5 * float(at.pooled_width_residual)

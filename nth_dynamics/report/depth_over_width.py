@@ -105,7 +105,9 @@ def depth_over_width(
         interval), ``blown_up_seeds``, ``ratio`` (L/m); per
         series and depth: ``width_slope``, ``_low``, ``_high``; per
         series: ``beta``, ``beta_low``, ``beta_high``, ``beta_intercept``,
-        ``beta_residual`` (law i), ``pooled_width_slope``, ``_low``,
+        ``beta_residual`` (law i), ``ratio_exponent`` with ``_low``,
+        ``_high``, ``_intercept``, ``_residual`` (law iii, a power law in
+        L/m), ``pooled_width_slope``, ``_low``,
         ``_high``, ``pooled_width_intercept``, ``pooled_width_residual``
         (law ii), ``residual_ratio`` with ``_low`` / ``_high``,
         ``preferred``, ``spread_equal_ratio``, ``spread_equal_width``,
@@ -142,6 +144,11 @@ def depth_over_width(
 
     law_ratio, boot_ratio = fit_line(ratio, mean, valid), fit_line(ratio, boot, valid)
     law_width, boot_width = fit_line(log_width, mean, valid), fit_line(log_width, boot, valid)
+    # law (iii): a power law in L/m, what Hanin & Nica's exp(βL/m) − 1 is while βL/m ≪ 1
+    log_ratio = np.log(ratio)
+    law_power, boot_power = fit_line(log_ratio, mean, valid), fit_line(log_ratio, boot, valid)
+    power_low, power_high = interval(boot_power.slope)
+    residual_power = _residual(log_ratio, mean, law_power, valid)
     beta_low, beta_high = interval(boot_ratio.slope)
     slope_low, slope_high = interval(boot_width.slope)
     residual_ratio = _residual(ratio, mean, law_ratio, valid)
@@ -190,6 +197,12 @@ def depth_over_width(
             "beta_high": per_series(beta_high, f"upper end of its {level} bootstrap interval"),
             "beta_intercept": per_series(law_ratio.intercept, "fitted c of log size = c + beta L/m"),
             "beta_residual": per_series(residual_ratio, "rms of log size about c + beta L/m"),
+            "ratio_exponent": per_series(law_power.slope, "fitted s of log size = c + s log(L/m) (law iii: a power "
+                                                          "law in L/m)"),
+            "ratio_exponent_low": per_series(power_low, f"lower end of its {level} bootstrap interval"),
+            "ratio_exponent_high": per_series(power_high, f"upper end of its {level} bootstrap interval"),
+            "ratio_exponent_intercept": per_series(law_power.intercept, "fitted c of log size = c + s log(L/m)"),
+            "ratio_exponent_residual": per_series(residual_power, "rms of log size about c + s log(L/m)"),
             "pooled_width_slope": per_series(law_width.slope, "fitted slope of log size = c + slope log m, every "
                                                               "depth together (a power law in m alone)"),
             "pooled_width_slope_low": per_series(slope_low, f"lower end of its {level} bootstrap interval"),

@@ -370,8 +370,9 @@ def _depth_over_width_section(fits) -> list[str]:
             fit = select(fit_all, {**selection, "quantity": quantity})
             blown = int((fit["blown_up_seeds"] > 0).sum())
             rows.append([series_label(selection), quantity, _interval_cell(fit, "beta"),
-                         _interval_cell(fit, "pooled_width_slope"), _number(fit["beta_residual"]),
-                         _number(fit["pooled_width_residual"]), _interval_cell(fit, "residual_ratio"),
+                         _interval_cell(fit, "pooled_width_slope"), _interval_cell(fit, "ratio_exponent"),
+                         _number(fit["beta_residual"]), _number(fit["pooled_width_residual"]),
+                         _number(fit["ratio_exponent_residual"]), _interval_cell(fit, "residual_ratio"),
                          str(fit["preferred"].values), _interval_cell(fit, "collapse"), _number(fit["seed_error"]),
                          f"{int(fit['cells'])}" + (f" ({blown} blew up)" if blown else "")])
             slopes.append([series_label(selection), quantity,
@@ -383,13 +384,14 @@ def _depth_over_width_section(fits) -> list[str]:
         ("max_t E_p and the relative NTK drift of the reference max_t ‖K2_t − K2₀‖∞ / max|K2₀| over the depth × "
         "width grid, seed means of log. Law (i): log E = c + β·L/m (Hanin & Nica: exp(βL/m), β ≈ "
         f"{beta:g} for fully connected ReLU networks); law (ii): log E = c + slope·log m at every depth (a power "
-        "law in m alone). Residual: rms of log E about each law; their ratio (i)/(ii) with its bootstrap interval "
+        "law in m alone); law (iii): log E = c + s·log(L/m) (a power law in L/m, which exp(βL/m) − 1 is while "
+        "βL/m ≪ 1). Residual: rms of log E about each law; the ratio (i)/(ii) with its bootstrap interval "
         "decides the better law (L/m below 1, m above, else undecided). Collapse: the spread of log E among cells "
         "of equal L/m over that among cells of equal m (≪ 1: a function of L/m; ≫ 1: of m; seed error: the "
         "spread the seeds alone give)."),
         "",
-        *_table(["series", "quantity", "β [interval]", "slope in log m, all depths", "residual (i)", "residual (ii)",
-                 "ratio (i)/(ii)", "better law", "collapse", "seed error", "cells"], rows),
+        *_table(["series", "quantity", "β [interval]", "slope in log m, all depths", "exponent in L/m",
+                 "residual (i)", "residual (ii)", "residual (iii)", "ratio (i)/(ii)", "better law", "collapse", "seed error", "cells"], rows),
         "",
         "Slope of log E in log m at each depth (the power law at fixed L):",
         "",
