@@ -266,3 +266,22 @@ def test_a_users_model_refuses_the_output_scale():
     scenario = parse_scenario("network: {width: 4, output_scale: 2.0}")
     with pytest.raises(nd.ScenarioError, match=r"network\.output_scale: describes a built-in network"):
         nd.simulate(scenario, model=lambda key, **options: scaled_model(nd.FFNet(3, 4, 1, key=key)))
+
+
+class Scaled(eqx.Module):
+    """A user's module with a trained field named output_scale: not the laziness scale."""
+
+    W: jax.Array
+    output_scale: jax.Array
+
+    def __call__(self, x):
+        return self.output_scale * jnp.sum(jnp.tanh(self.W @ x)) / jnp.sqrt(self.W.shape[0])
+
+
+def test_a_users_field_named_output_scale_is_not_the_laziness_scale(points):
+    """Only the project's networks carry α: a user's module is its own f, whatever its fields are called."""
+    x_train = points[0]
+    model = Scaled(jax.random.normal(jax.random.key(3), (16, x_train.shape[1])), jnp.asarray(2.5))
+    plain = nd.FunctionModel(lambda p, x: model.__class__(*p)(x), (model.W, model.output_scale))
+    for kernel, expected in zip(nd.kernel_tower(model, x_train, 3), nd.kernel_tower(plain, x_train, 3), strict=True):
+        np.testing.assert_allclose(kernel, expected, rtol=1e-12, atol=0)

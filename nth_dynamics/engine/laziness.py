@@ -46,7 +46,10 @@ def check_output_scale(value) -> float:
 def output_scale(model) -> float:
     """α of a model: its ``output_scale`` field (the project's networks), 1
     for any other model (trained as it is)."""
-    return getattr(model, "output_scale", 1.0)
+    from .networks import AbstractNetwork  # networks imports this module
+
+    # only the project's networks: a user's module may have a field of that name (a trained scale, say)
+    return model.output_scale if isinstance(model, AbstractNetwork) else 1.0
 
 
 def lazy_tower(tower: Sequence[Array], alpha: float) -> tuple[Array, ...]:
