@@ -116,14 +116,9 @@ def kernel_tower(
     x_train = _as_array(x_train)
     x_eval = x_train if x_eval is None else _as_array(x_eval)
     _check_inputs(x_train, x_eval, order)
-    n = x_train.shape[0]
-    basis = None if basis is None else check_basis(basis, n)
+    basis = None if basis is None else check_basis(basis, x_train.shape[0])
     rank = None if basis is None else basis.shape[1]
-    factored = _factored_model(model, filter_spec, x_train)
-    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    trained = None if factored is not None else _trained_leaves(model, filter_spec)
-    chunks = _chunks(model, factored, trained, filter_spec, x_eval.shape[0], n, order, rank, batch_size, memory_budget)
+    factored, trained, chunks = _planned(model, x_train, x_eval, order, rank, filter_spec, batch_size, memory_budget)
     x_eval = None if x_eval is x_train else x_eval
     if factored is not None:
         tower = _dispatch(_structured_tower, factored, None, (x_train, x_eval, order, chunks, basis))
@@ -133,12 +128,19 @@ def kernel_tower(
     return lazy_tower(tower, output_scale(model))
 
 
-def _chunks(model, factored, trained, filter_spec, n_eval: int, n: int, order: int, rank: int | None,
-            batch_size: int | None, memory_budget: int) -> tuple:
-    """The chunks :func:`kernel_tower` runs: of the n directions g_b (a divisor
-    of n), of the k combined directions G_j (any size: :func:`_chunked` pads
-    them with zero directions; None without a basis) and, on the generic
-    path, of the evaluation points."""
+def _planned(model, x_train, x_eval, order: int, rank: int | None, filter_spec, batch_size: int | None,
+             memory_budget: int) -> tuple:
+    """What :func:`kernel_tower` runs, for inputs already checked: the model
+    in outer-product form (None: the generic path), the trained leaves (the
+    generic path; else None) and the chunks: of the n directions g_b (a
+    divisor of n), of the k combined directions G_j (any size:
+    :func:`_chunked` pads them with zero directions; None without a basis)
+    and, on the generic path, of the evaluation points."""
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    factored = _factored_model(model, filter_spec, x_train)
+    trained = None if factored is not None else _trained_leaves(model, filter_spec)
+    n_eval, n = x_eval.shape[0], x_train.shape[0]
     if factored is not None:
         n_params = factored.trained_size  # the structured path needs no partition
     else:
@@ -151,7 +153,7 @@ def _chunks(model, factored, trained, filter_spec, n_eval: int, n: int, order: i
     )
     batch_size = planned if batch_size is None else batch_size
     chunks = (direction_chunk(n, batch_size), None if rank is None else min(batch_size, rank))
-    return chunks if factored is not None else chunks + (point_chunk,)
+    return factored, trained, chunks if factored is not None else chunks + (point_chunk,)
 
 
 def basis_chunk(
@@ -172,10 +174,7 @@ def basis_chunk(
     x_train = _as_array(x_train)
     x_eval = x_train if x_eval is None else _as_array(x_eval)
     _check_inputs(x_train, x_eval, order)
-    factored = _factored_model(model, filter_spec, x_train)
-    trained = None if factored is not None else _trained_leaves(model, filter_spec)
-    return _chunks(model, factored, trained, filter_spec, x_eval.shape[0], x_train.shape[0], order, rank,
-                   batch_size, memory_budget)[1]
+    return _planned(model, x_train, x_eval, order, rank, filter_spec, batch_size, memory_budget)[2][1]
 
 
 def _as_array(x: ArrayLike) -> Array:

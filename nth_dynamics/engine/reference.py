@@ -239,19 +239,14 @@ class _Start(eqx.Module):
 
 
 def _loss_of(static, x_train, y_train, kind, start: _Start):
-    """θ ↦ L(f_α)/α², which at α = 1 is :func:`loss` itself (the expression
-    the references have always trained on, to the last bit)."""
-    if start.alpha == 1.0:
-        def loss_of_params(params):
-            return loss(eqx.combine(params, static), x_train, y_train, kind)
+    """θ ↦ L(f_α)/α²; at α = 1, f_α is f and the factor is 1 (an exact
+    product): :func:`loss` itself."""
 
-        return loss_of_params
-
-    def lazy_loss_of_params(params):
+    def loss_of_params(params):
         f = lazy_outputs(jax.vmap(eqx.combine(params, static))(x_train), start.f0_train, start.alpha)
         return lazy_loss_factor(start.alpha) * resolve_loss(kind).mean(f, y_train)
 
-    return lazy_loss_of_params
+    return loss_of_params
 
 
 def _outputs_and_ntk(model, filter_spec, x_train, x_eval, start: _Start):
