@@ -328,9 +328,9 @@ def _depth_exponent_section(fits) -> list[str]:
             fitted = "—" if not np.isfinite(decades * float(select(exponent, at))) else (
                 f"{float(select(fits['depth_exponent_range_min'], at)):g}–"
                 f"{float(select(fits['depth_exponent_range_max'], at)):g} ({decades:.2f})")
-            exponent, interval = _exponent_cells(fits, "depth_exponent", at)
-            exponent += _dagger(fits, fits["width_at_tolerance"], at, exponent)
-            rows.append([series_label(selection), str(order), exponent, interval, fitted,
+            value, interval = _exponent_cells(fits, "depth_exponent", at)
+            value += _dagger(fits, fits["width_at_tolerance"], at, value)
+            rows.append([series_label(selection), str(order), value, interval, fitted,
                          *([_reduced_cells(fits, at, "depth")] if "required_width_reduced" in fits else [])])
     return [
         "## Exponent of the required width in depth",
@@ -339,8 +339,7 @@ def _depth_exponent_section(fits) -> list[str]:
         "bracketed, bootstrap interval over seeds. A power law in L is an approximation (Hanin & Nica: "
         "finite-width corrections of fully connected ReLU networks grow like exp(5L/m))."),
         "",
-        *(["", _REDUCED_NOTE] if "required_width_reduced" in fits else []),
-        "",
+        *([_REDUCED_NOTE, ""] if "required_width_reduced" in fits else []),
         *_table(["series", "p", "exponent in depth", "interval", "depths fitted (decades)",
                  *([_REDUCED_HEADER] if "required_width_reduced" in fits else [])], rows),
         "",
