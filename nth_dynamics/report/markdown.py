@@ -406,7 +406,8 @@ def _basis_section(ds) -> list[str]:
             continue
         widths = here["width"].values[np.atleast_1d(here.values)].tolist() if "width" in here.dims else []
         rank = select(ds["basis_rank"], selection).where(here) if "basis_rank" in ds else None
-        ranks = "—" if rank is None or not any_finite(rank) else f"{int(rank.min())}–{int(rank.max())}"
+        low, high = (None, None) if rank is None or not any_finite(rank) else (int(rank.min()), int(rank.max()))
+        ranks = "—" if low is None else str(low) if low == high else f"{low}–{high}"
         ratios = []
         for order in orders:
             ratio = select(ds["basis_error_ratio"], {**selection, "order": order}).where(here) \
