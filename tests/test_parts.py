@@ -198,3 +198,166 @@ def test_overlapping_pieces_of_a_committed_result_combine_back_into_it():
     xr.testing.assert_identical(nd.analysis.combine(pieces).drop_attrs(), whole.drop_attrs())
     with pytest.raises(ScenarioError, match="^part 2: truncation_error at architecture=ffnet, depth=2, n_train=16"):
         nd.analysis.combine([pieces[0], pieces[1].assign(truncation_error=pieces[1].truncation_error * 1.01)])
+
+
+# --- parts in the full and in the reduced basis (the p = 4 parts of issue 11 at large n)
+
+E4 = Path(__file__).resolve().parent.parent / "results" / "resnet_vs_ffnet_e4.nc"
+
+
+def as_reduced(ds: xr.Dataset, basis_tol: float = 1e-8, ratio: float = 2e-4) -> xr.Dataset:
+    """A full-basis result relabelled as a reduced one, with made-up basis
+    outputs: only the layout, labels and messages are tested with it (the
+    slow tests below run a reduced part for real)."""
+    out = ds.copy(deep=True)
+    out.attrs = dict(ds.attrs)
+    scenario = json.loads(out.attrs["scenario"])
+    scenario["hierarchy"].update(basis="reduced", basis_tol=basis_tol, on_failure="stop")
+    out.attrs["scenario"] = json.dumps(scenario)
+    cell = out.truncation_error.isel(order=0, time=0, drop=True)
+    rng = np.random.default_rng(0)
+    out["basis_rank"] = xr.full_like(cell, 7, dtype=np.int64)
+    out["basis_error_ratio"] = out.truncation_error.isel(time=0, drop=True).copy(
+        data=ratio * rng.uniform(0.1, 1.0, out.truncation_error.isel(time=0).shape))
+    out["basis_error"] = out.basis_error_ratio * out.truncation_error.max("time")
+    return out
+
+
+def test_a_relabelled_reduced_piece_is_labelled_per_cell_and_flagged_in_the_required_widths():
+    """Pieces of a committed result (n = 4, 8 full; n = 16 as if reduced, as
+    parts E and H of issue 11): every cell says its basis, values are the
+    pieces', the basis outputs are NaN at the full cells, and the required
+    widths, the report and the figure say which crossings rest on reduced cells."""
+    whole = read_dataset(E4)
+    full, reduced = whole.sel(n_train=[4, 8]), as_reduced(whole.sel(n_train=[16]))
+    combined = nd.analysis.combine([full, reduced])
+    label = combined.hierarchy_basis
+    assert label.dims == ("architecture", "depth", "n_train", "width")
+    assert (label.sel(n_train=16) == "reduced").all() and (label.sel(n_train=[4, 8]) == "full").all()
+    for name in ("basis_rank", "basis_error", "basis_error_ratio"):  # not measured at the full cells: NaN, not 0
+        assert combined[name].sel(n_train=[4, 8]).isnull().all(), name
+        xr.testing.assert_identical(combined[name].sel(n_train=[16]).drop_attrs(), reduced[name].drop_attrs())
+    xr.testing.assert_identical(combined.drop_vars(["hierarchy_basis", "basis_rank", "basis_error",
+                                                    "basis_error_ratio"]).drop_attrs(), whole.drop_attrs())
+    assert json.loads(combined.attrs["scenario"])["hierarchy"]["basis"] == "mixed"
+    assert [part["basis"] for part in json.loads(combined.attrs["parts"])] == ["full", "reduced"]
+    # a combination is a part like any other: its label is kept
+    xr.testing.assert_identical(nd.analysis.combine([combined]).hierarchy_basis, label)
+
+    widths = nd.analysis.required_width(combined, {2: 2e-2, 4: 1e-3}, resamples=20)
+    flag = widths.required_width_reduced
+    assert flag.sel(n_train=16).all() and not flag.sel(n_train=[4, 8]).any()
+    largest = widths.required_width_basis_error_ratio
+    assert largest.sel(n_train=[4, 8]).isnull().all()
+    np.testing.assert_allclose(largest.sel(n_train=16, order=4, architecture="resnet", depth=2),
+                               reduced.basis_error_ratio.sel(order=4, architecture="resnet", depth=2).max())
+    exponents = nd.analysis.width_exponent(widths)
+    rests = np.isfinite(widths.required_width.sel(n_train=16)) & np.isfinite(exponents.exponent)
+    assert rests.any() and ((exponents.reduced_points == 1) == rests).all()
+    assert nd.analysis.required_width(full, {2: 2e-2, 4: 1e-3}, resamples=20).data_vars.keys().isdisjoint(
+        ["required_width_reduced", "required_width_basis_error_ratio"])  # full cells alone: nothing to flag
+
+
+def test_the_report_and_the_figure_mark_what_rests_on_reduced_cells():
+    from nth_dynamics.report import figures, markdown
+
+    whole = read_dataset(E4)
+    combined = nd.analysis.combine([whole.sel(n_train=[4, 8]), as_reduced(whole.sel(n_train=[16]))])
+    fits = nd.analysis.analyse(combined, tolerances={2: 2e-2, 4: 1e-3}, resamples=20)
+    assert bool(fits.required_width_reduced.sel(n_train=16).all())
+    assert int(fits.n_exponent_reduced_points.max()) == 1
+    report = markdown.markdown_report(combined, fits, None, "combined.nc")
+    assert "## Reduced-basis cells" in report and "20 of 60 cells were computed in the reduced basis" in report
+    table = report.split("## Width at which max_t E_p falls to a tolerance, interpolated")[1].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| architecture=")]
+    assert rows and all(line.rstrip(" |").split("| ")[-1].startswith("n = 16 (") for line in rows)
+    assert any("†" in line for line in rows)  # an exponent fitted over the crossing at n = 16
+    figure = figures.required_width_vs_n(combined, fits)
+    labels = [line.get_label() for ax in figure.axes for line in ax.get_lines()]
+    assert labels.count(figures.REDUCED_LABEL) == 2  # one entry per panel (p = 2, 4)
+    # a result of full cells only says nothing of bases
+    plain = markdown.markdown_report(whole, nd.analysis.analyse(whole, resamples=20), None, "whole.nc")
+    assert "reduced" not in plain.lower() and "†" not in plain
+
+
+def test_a_cell_in_both_bases_or_two_basis_tolerances_are_refused_in_one_line():
+    whole = read_dataset(E4)
+    full, reduced = whole.sel(n_train=[4, 8]), as_reduced(whole.sel(n_train=[8, 16]))
+    with pytest.raises(ScenarioError) as error:
+        nd.analysis.combine([full, reduced])
+    message = str(error.value)
+    assert message.startswith("part 2: holds the cell architecture=ffnet, depth=2, n_train=8, width=32 in the reduced "
+                              "basis, which part 1 holds in the full basis; allowed:") and "\n" not in message
+    other = as_reduced(whole.sel(n_train=[4]), basis_tol=1e-6)
+    with pytest.raises(ScenarioError) as error:
+        nd.analysis.combine([whole.sel(n_train=[8]), as_reduced(whole.sel(n_train=[16])), other])
+    assert str(error.value).startswith("part 3: hierarchy.basis_tol is 1e-06, but part 2 has 1e-08")
+    # the full part's basis_tol (the default it does not read) is not compared
+    assert nd.analysis.combine([full, as_reduced(whole.sel(n_train=[16]), basis_tol=1e-6)]).sizes["n_train"] == 3
+    # every other refusal holds between bases as well
+    changed = as_reduced(whole.sel(n_train=[16]))
+    scenario = json.loads(changed.attrs["scenario"])
+    scenario["hierarchy"]["rtol"] = 1e-6
+    changed.attrs["scenario"] = json.dumps(scenario)
+    with pytest.raises(ScenarioError, match="^part 2: hierarchy.rtol is 1e-06, but part 1 has 1e-09"):
+        nd.analysis.combine([full, changed])
+
+
+@pytest.fixture(scope="module")
+def bases(sweep):
+    """Part E's and H's shape in miniature: n = 3 in the full basis (its cells
+    already in the sweep's cells directory) and n = 5 in the reduced basis,
+    both through the CLI: (full part, reduced part, the whole full sweep)."""
+    directory, _, whole = sweep
+    scenario, cells = directory / "parts.yaml", directory / "sweep.cells"
+    full, reduced = directory / "part_full_n3.nc", directory / "part_reduced_n5.nc"
+    for path, sets in ((full, ["data.n_train=[3]"]),
+                       (reduced, ["data.n_train=[5]", "hierarchy.basis=reduced", "hierarchy.basis_tol=1e-8"])):
+        arguments = [argument for override in sets for argument in ("--set", override)]
+        assert main(["simulate", str(scenario), *arguments, "--cells", str(cells), "-o", str(path), "--quiet"]) == 0
+    return full, reduced, whole
+
+
+@pytest.mark.slow  # one reduced part through the CLI (two cells), ~50 s beside the sweep
+def test_a_full_and_a_reduced_part_combine_into_labelled_cells_with_the_parts_values(bases, tmp_path):
+    full, reduced, whole = bases
+    expected, own = read_dataset(whole), read_dataset(reduced)
+    assert (own.basis_rank >= 1).all() and "basis_rank" not in read_dataset(full)
+    combined = nd.analysis.combine([full, reduced])
+    assert combined.hierarchy_basis.dims == ("n_train", "width")
+    assert combined.hierarchy_basis.values.tolist() == [["full", "full"], ["reduced", "reduced"]]
+    for name, variable in expected.data_vars.items():  # n = 3: the full cells, as the whole sweep has them
+        xr.testing.assert_identical(combined[name].sel(n_train=3), variable.sel(n_train=3))
+    for name, variable in own.data_vars.items():  # n = 5 (the largest n: the same point slots): the reduced part's
+        xr.testing.assert_identical(combined[name].sel(n_train=5, drop=True).drop_attrs(),
+                                    variable.drop_vars("n_train").drop_attrs())
+    assert combined.kernel_magnitude.sel(n_train=5, rank=3).isnull().all()  # K3 never formed there
+    assert combined.kernel_magnitude.sel(n_train=3).notnull().all()
+    for name in ("basis_rank", "basis_error", "basis_error_ratio", "projected_kernel_magnitude"):
+        assert combined[name].sel(n_train=3).isnull().all(), name  # not measured, so not 0
+    assert json.loads(combined.attrs["scenario"])["hierarchy"]["basis_tol"] == 1e-8
+    written = read_dataset(write_dataset(combined, tmp_path / "combined.nc"))  # the label survives netCDF
+    assert written.hierarchy_basis.values.tolist() == combined.hierarchy_basis.values.tolist()
+    np.testing.assert_array_equal(written.basis_rank, combined.basis_rank)
+
+
+@pytest.mark.slow  # shares the reduced part above
+def test_report_of_full_and_reduced_parts_says_which_cells_were_reduced(bases, sweep):
+    full, reduced, _ = bases
+    directory, paths, _ = sweep
+    out = directory / "bases_report"
+    assert main(["report", str(full), str(reduced), "-o", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Reduced-basis cells" in report and "2 of 4 cells were computed in the reduced basis" in report
+    assert f"| `{reduced}` | parts |" in report and "| reduced | 2 |" in report
+    fits = read_dataset(out / "analysis.nc")
+    assert fits.required_width_reduced.sel(n_train=5).all() and not fits.required_width_reduced.sel(n_train=3).any()
+    table = report.split("## Width at which max_t E_p falls to a tolerance, interpolated")[1].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| 2 |") or line.startswith("| 3 |")]
+    assert len(rows) == 2 and all(line.rstrip(" |").split("| ")[-1].startswith("n = 5 (") for line in rows)
+    # a full part holding a cell of the reduced one: refused, naming both
+    with pytest.raises(ScenarioError) as error:
+        nd.analysis.combine([paths["b"], reduced])
+    message = str(error.value)
+    assert message.startswith(f"{reduced}: holds the cell n_train=5, width=6 in the reduced basis, which "
+                              f"{paths['b']} holds in the full basis") and "\n" not in message

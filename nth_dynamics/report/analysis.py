@@ -49,6 +49,7 @@ from .power_law import (
     resample_counts,
 )
 from .required_width import (
+    BASIS_OF_CROSSINGS,
     Prediction,
     WidthLaw,
     required_width,
@@ -197,7 +198,9 @@ def analyse(
     ``max_t E_p(t)`` with ``tolerances`` (order → tolerance; default
     :func:`default_tolerance`, the level most series cross), and the
     exponents of those widths in n and depth (:func:`required_width_fits`:
-    ``n_exponent_decades``, ``depth_exponent``, … ). Errors and drifts at or below
+    ``n_exponent_decades``, ``depth_exponent``, … ; with reduced-basis cells
+    also :data:`~nth_dynamics.report.required_width.BASIS_OF_CROSSINGS` and
+    ``n_exponent_reduced_points``, ``n_exponent_basis_error_ratio``). Errors and drifts at or below
     :func:`error_floor` are left out of every fit.
     """
     floor = error_floor(ds)
@@ -234,8 +237,8 @@ def analyse(
         # fitted over (required_width: the same crossings, the same draws)
         widths = required_width(ds, tolerance, **options)
         exponents = required_width_fits(ds, widths)
-        parts.append(exponents[[name for name in exponents.data_vars if "exponent" in name
-                                and name not in parts[-1]]])
+        parts.append(exponents[[name for name in exponents.data_vars
+                                if ("exponent" in name or name in BASIS_OF_CROSSINGS) and name not in parts[-1]]])
     if depth_over_width_applies(ds):
         fit = depth_over_width(ds, floor=floor, **options)
         parts.append(fit.rename({name: f"{DEPTH_OVER_WIDTH}{name}" for name in fit.data_vars}))

@@ -15,6 +15,8 @@ Agg canvas (no pyplot), or None when the Dataset has no data for it;
 - ``required_width_vs_n``, ``required_width_vs_depth`` (n_train, depth
   swept): the width a tolerance of max_t E_p needs, with bootstrap intervals
   and the fitted exponents (:mod:`nth_dynamics.report.required_width`);
+  crossings that rest on reduced-basis cells are ringed (an approximation,
+  never drawn as an exact point);
 - ``depth_over_width`` (depth and width swept, n fixed): max_t E_p and the
   relative NTK drift against L/m, points coloured by depth, with the fitted
   exp(βL/m) (:mod:`nth_dynamics.report.depth_over_width`);
@@ -330,7 +332,9 @@ def _required_width_panels(ds: xr.Dataset, fits: xr.Dataset, dim: str, lines_ove
     combination of ``lines_over`` (colour) and architecture (solid ResNet,
     dashed FFNet), with the fitted power law over the values it was fitted
     on (``<prefix>_exponent…`` of :func:`nth_dynamics.analysis.required_width_fits`)
-    and n³, n⁴ guides for n."""
+    and n³, n⁴ guides for n. A crossing whose cells were computed in the
+    reduced basis (``required_width_reduced``) is ringed black
+    (:data:`REDUCED_LABEL`)."""
     prefix = {"n_train": "n_exponent", "depth": "depth_exponent"}[dim]
     if (ds.sizes.get(dim, 1) < 2 or "width_at_tolerance" not in fits or f"{prefix}_intercept" not in fits
             or not any_finite(fits["width_at_tolerance"])):
@@ -345,6 +349,7 @@ def _required_width_panels(ds: xr.Dataset, fits: xr.Dataset, dim: str, lines_ove
     palette = colormaps["viridis"](np.linspace(0, 0.85, max(len(colored), 1)))
     for j, order in enumerate(orders):
         ax = axes[0, j]
+        reduced_points: list[np.ndarray] = []  # one legend entry per panel
         for k, group in enumerate(colored or [{}]):
             for architecture in architectures:
                 selection = {**group, **architecture, "order": order}
@@ -364,6 +369,13 @@ def _required_width_panels(ds: xr.Dataset, fits: xr.Dataset, dim: str, lines_ove
                     label += f": {exponent:.2f}" + (f" [{e_low:.2f}, {e_high:.2f}]" if np.isfinite(e_low) else "")
                 ax.errorbar(x, width.values, yerr=bars, fmt=marker, ms=4, capsize=2, color=color, label=label,
                             mfc="none" if marker == "s" else color)
+                if "required_width_reduced" in fits:
+                    on_reduced = np.asarray(select(fits["required_width_reduced"], selection).values, dtype=bool)
+                    on_reduced = on_reduced & np.isfinite(width.values)
+                    if on_reduced.any():
+                        reduced_points.append(on_reduced)
+                        ax.plot(x[on_reduced], width.values[on_reduced], "D", ms=9, mfc="none", mec="k", mew=0.8,
+                                zorder=3, label=None if len(reduced_points) > 1 else REDUCED_LABEL)
                 if np.isfinite(exponent):
                     lo = float(select(fits[f"{prefix}_range_min"], selection))
                     hi = float(select(fits[f"{prefix}_range_max"], selection))
@@ -388,6 +400,10 @@ def _required_width_panels(ds: xr.Dataset, fits: xr.Dataset, dim: str, lines_ove
     figure.subplots_adjust(left=1.0 / (1.8 * width), right=1 - 2.9 / (1.8 * width), wspace=1.4)
     figure.suptitle(title, fontsize=9)
     return figure
+
+
+REDUCED_LABEL = "reduced basis (hierarchy.basis: reduced): an approximation"
+"""The legend entry of the ring around a crossing that rests on reduced-basis cells."""
 
 
 def required_width_vs_n(ds: xr.Dataset, fits: xr.Dataset):

@@ -1,7 +1,12 @@
 """The text of ``report.md``: the fitted slopes with their bootstrap intervals
 next to the predictions of docs/theory.md §4, the small-t exponents, the NTH
 solves that stopped early, the widths a tolerance needs, λ_min and the list of
-figures; one table row per series (:mod:`nth_dynamics.report.series`)."""
+figures; one table row per series (:mod:`nth_dynamics.report.series`).
+
+Cells computed in the reduced basis (docs/theory.md §8) are an approximation:
+the report lists them with their error estimates, and every crossing and
+exponent that rests on them says so, so that a reader never takes one for
+the exact hierarchy's."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from . import analysis
+from .parts import cell_basis
 from .required_width import TARGET_DECADES, TARGET_HALF_WIDTH
 from .series import (
     FACET_DIMS,
@@ -71,6 +77,7 @@ def markdown_report(
     if span < 1.5:
         lines += [f"**The widths span {span:.2f} decades**: fit over ≥ 1.5 decades (docs/theory.md §4, §7).", ""]
 
+    lines += _basis_section(ds)
     lines += _failure_section(ds)
     at = f"t = {t1:g}"
     wide_title = f"The same, fitted from m = {analysis.WIDE_FROM} on"
@@ -243,8 +250,9 @@ def _tolerance_section(ds, fits) -> list[str]:
         n_values = fits["n_train"].values.tolist() if "n_train" in width.dims else []
         series = selections(width, [d for d in FACET_DIMS if d in width.dims and d != "n_train"])
         ranged = f"n_exponent{suffix}_decades" in fits  # the interpolated widths: fit range and targets
+        reduced = "required_width_reduced" in fits
         header = ["series", "p", "tolerance", *(f"n = {n}" for n in n_values), "exponent in n", "interval",
-                  *(["n fitted (decades)", "target met"] if ranged else [])]
+                  *(["n fitted (decades)", "target met"] if ranged else []), *([_REDUCED_HEADER] if reduced else [])]
         rows = []
         for selection in series:
             for order in fits["order"].values.tolist():
@@ -254,10 +262,13 @@ def _tolerance_section(ds, fits) -> list[str]:
                 exponent, interval = "—", "—"
                 if f"n_exponent{suffix}" in fits:
                     exponent, interval = _exponent_cells(fits, f"n_exponent{suffix}", at)
+                    exponent += _dagger(fits, width, at, exponent)
                 tolerance = float(select(fits["tolerance"], at))
                 rows.append([series_label(selection), str(order), f"{tolerance:.0e}", *cells, exponent, interval])
                 if ranged:
                     rows[-1] += _range_cells(fits, "n_exponent", at, order)
+                if reduced:
+                    rows[-1].append(_reduced_cells(fits, at, "n_train"))
         lines += [
             f"## {title}",
             "",
@@ -265,6 +276,7 @@ def _tolerance_section(ds, fits) -> list[str]:
             *(["", (f"Target met: fitted over ≥ {TARGET_DECADES[2]:g} decades of n for p = 2 (≥ "
                f"{TARGET_DECADES[0]:g} for p ≥ 3), interval half-width ≤ {TARGET_HALF_WIDTH:g} (issue 11).")]
               if ranged else []),
+            *(["", _REDUCED_NOTE] if reduced else []),
             "",
             *_table(header, rows),
             "",
@@ -316,7 +328,10 @@ def _depth_exponent_section(fits) -> list[str]:
             fitted = "—" if not np.isfinite(decades * float(select(exponent, at))) else (
                 f"{float(select(fits['depth_exponent_range_min'], at)):g}–"
                 f"{float(select(fits['depth_exponent_range_max'], at)):g} ({decades:.2f})")
-            rows.append([series_label(selection), str(order), *_exponent_cells(fits, "depth_exponent", at), fitted])
+            value, interval = _exponent_cells(fits, "depth_exponent", at)
+            value += _dagger(fits, fits["width_at_tolerance"], at, value)
+            rows.append([series_label(selection), str(order), value, interval, fitted,
+                         *([_reduced_cells(fits, at, "depth")] if "required_width_reduced" in fits else [])])
     return [
         "## Exponent of the required width in depth",
         "",
@@ -324,9 +339,41 @@ def _depth_exponent_section(fits) -> list[str]:
         "bracketed, bootstrap interval over seeds. A power law in L is an approximation (Hanin & Nica: "
         "finite-width corrections of fully connected ReLU networks grow like exp(5L/m))."),
         "",
-        *_table(["series", "p", "exponent in depth", "interval", "depths fitted (decades)"], rows),
+        *([_REDUCED_NOTE, ""] if "required_width_reduced" in fits else []),
+        *_table(["series", "p", "exponent in depth", "interval", "depths fitted (decades)",
+                 *([_REDUCED_HEADER] if "required_width_reduced" in fits else [])], rows),
         "",
     ]
+
+
+_REDUCED_HEADER = "reduced basis (largest basis_error_ratio)"
+_REDUCED_NOTE = ("†: fitted over crossings that rest on reduced-basis cells (`hierarchy.basis: reduced`, docs/theory.md "
+                 "§8: an approximation, not the exact hierarchy); last column: the values whose cells were reduced, "
+                 "and the largest basis error estimate among them over widths and seeds (basis_error / max_t E_p).")
+
+
+def _reduced_cells(fits, at, dim: str) -> str:
+    """The values of ``dim`` whose crossing rests on reduced-basis cells, and
+    the largest basis_error_ratio among them; — where none."""
+    flag = select(fits["required_width_reduced"], {k: v for k, v in at.items() if k != dim})
+    ratio = select(fits["required_width_basis_error_ratio"], {k: v for k, v in at.items() if k != dim})
+    if not bool(flag.any()):
+        return "—"
+    values = flag[dim].values[np.atleast_1d(flag.values)].tolist() if dim in flag.dims else []
+    largest = float(ratio.where(flag).max()) if bool(ratio.where(flag).notnull().any()) else np.nan
+    symbol = {"n_train": "n", "depth": "L"}.get(dim, dim)
+    listed = f"{symbol} = {', '.join(format_value(v) for v in values)}" if values else "all"
+    return f"{listed} ({largest:.1e})" if np.isfinite(largest) else f"{listed} (no estimate)"
+
+
+def _dagger(fits, width: xr.DataArray, at, exponent: str) -> str:
+    """"†" when the exponent of this row was fitted over a crossing (a finite
+    width) at a value whose cells were reduced."""
+    if exponent == "—" or "required_width_reduced" not in fits:
+        return ""
+    flag = select(fits["required_width_reduced"], at)
+    finite = np.isfinite(select(width, at))
+    return "†" if bool((flag & finite).any()) else ""
 
 
 def _parts_lines(ds) -> list[str]:
@@ -339,9 +386,48 @@ def _parts_lines(ds) -> list[str]:
         return []
     rows = [[f"`{part['file']}`", str(part.get("scenario_name")), f"`{part.get('scenario_sha256')}`",
              " ".join(f"`--set {override}`" for override in part.get("scenario_overrides", [])) or "—",
-             str(part.get("cells")), f"`{part.get('git_commit')}`"] for part in parts]
+             str(part.get("basis", "full")), str(part.get("cells")), f"`{part.get('git_commit')}`"] for part in parts]
     return [f"Combined from {len(parts)} parts (`nd.analysis.combine`; NaN where no part ran a cell):", "",
-            *_table(["part", "scenario", "scenario sha256", "overrides", "cells", "git commit"], rows), ""]
+            *_table(["part", "scenario", "scenario sha256", "overrides", "basis", "cells", "git commit"], rows), ""]
+
+
+def _basis_section(ds) -> list[str]:
+    """Which cells were computed in the reduced basis, with their ranks and
+    error estimates (every cell of a reduced run; those of its parts in a combination)."""
+    label = cell_basis(ds)
+    reduced = label == "reduced"
+    if not bool(reduced.any()):
+        return []
+    orders = ds["order"].values.tolist()
+    rows = []
+    for selection in selections(label, [d for d in FACET_DIMS if d in label.dims]) or [{}]:
+        here = select(reduced, selection)
+        if not bool(here.any()):
+            continue
+        widths = here["width"].values[np.atleast_1d(here.values)].tolist() if "width" in here.dims else []
+        rank = select(ds["basis_rank"], selection).where(here) if "basis_rank" in ds else None
+        low, high = (None, None) if rank is None or not any_finite(rank) else (int(rank.min()), int(rank.max()))
+        ranks = "—" if low is None else str(low) if low == high else f"{low}–{high}"
+        ratios = []
+        for order in orders:
+            ratio = select(ds["basis_error_ratio"], {**selection, "order": order}).where(here) \
+                if "basis_error_ratio" in ds else None
+            ratios.append("—" if ratio is None or not any_finite(ratio) else f"{float(ratio.max()):.1e}")
+        rows.append([series_label(selection), ", ".join(str(w) for w in widths) or "all", ranks, *ratios])
+    cells = int((label != "").sum())
+    return [
+        "## Reduced-basis cells",
+        "",
+        (f"{int(reduced.sum())} of {cells} cells were computed in the reduced basis (`hierarchy.basis: reduced`, "
+         "docs/theory.md §8): the hierarchy projected on a basis of rank k ≤ n of the training residual, an "
+         "approximation whose own error estimate is stored per cell (`basis_error`; basis_error_ratio = "
+         "basis_error / max_t E_p, a cell above 1e-3 is refused when run). max|K(r)₀| for r ≥ 3 is not formed "
+         "there (NaN; `projected_kernel_magnitude` holds the projected magnitudes). Every other cell is the full "
+         "hierarchy. Crossings and exponents below that rest on reduced cells are marked †."),
+        "",
+        *_table(["series", "widths", "basis rank k", *(f"largest basis_error_ratio, p = {p}" for p in orders)], rows),
+        "",
+    ]
 
 
 def _interval_cell(fit, name: str, digits: int = 2) -> str:

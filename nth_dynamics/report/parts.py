@@ -12,7 +12,22 @@ Combining is refused, with a one-line error naming the file, when
 * the parts' resolved scenarios differ in a field other than the swept ones
   (:data:`UNION_FIELDS`) and the ones that do not change a cell's numbers
   (:data:`NOT_COMPUTED`): different tolerances, time unit, seeds, data, …;
-* two parts hold the same cell with different values (beyond ``tolerance``).
+* two parts hold the same cell with different values (beyond ``tolerance``);
+* a full-basis and a reduced-basis part hold the same cell.
+
+Parts may differ in ``hierarchy.basis`` (docs/theory.md §8): the p = 4 parts
+of issue 11 at large n run the reduced-basis hierarchy, those at small n the
+full one. A reduced E_p is an approximation and must not stand under the
+exact one's name unlabelled, so the combination labels every cell with the
+basis it was computed in (:data:`BASIS_LABEL`, read back by
+:func:`cell_basis`), and the basis outputs (:data:`BASIS_VARIABLES`) are NaN
+at the full-basis cells: the full hierarchy has no basis error, and 0 would
+claim a measurement that was never made. ``hierarchy.basis_tol`` applies to
+the reduced parts only; they must agree on it (it changes their numbers).
+A cell held by both a full and a reduced part is refused rather than one
+of them kept: the two are different computations under different cell ids,
+and a researcher who ran both meant to compare them, not to have one
+silently dropped (narrow one part with ``--set``).
 
 The combined Dataset keeps where it came from: ``parts`` (a JSON list of
 each part's file, scenario name, scenario sha256, overrides, git commit and
@@ -60,6 +75,17 @@ RESIDUAL_SCALES = ("alpha", "gamma")
 """Grid fields a part may lack because it has no ResNet (FFNets only): the
 part then stands at every value of the union, as an FFNet does in a sweep
 over γ (its cells are the same at every γ)."""
+
+BASIS_FIELDS = ("hierarchy.basis", "hierarchy.basis_tol")
+"""Fields in which parts may differ because the cells carry them
+(:data:`BASIS_LABEL`): the basis, and its tolerance among reduced parts."""
+
+BASIS_LABEL = "hierarchy_basis"
+"""The per-cell label of a combined result (over the swept dims, width
+included): ``"full"`` or ``"reduced"``, ``""`` where no part ran the cell."""
+
+BASIS_VARIABLES = ("basis_rank", "basis_error", "basis_error_ratio", "projected_kernel_magnitude")
+"""The outputs of a reduced cell alone: NaN at the full-basis cells of a combination."""
 
 _PART_ATTRS = ("scenario_yaml", "scenario_source", "scenario_overrides", "stage_wall_times")
 """Attributes of one part that say nothing of the union (kept in ``parts``)."""
@@ -117,7 +143,12 @@ def combine(
     Raises:
         ScenarioError: a part cannot be read or is not a result; two parts'
             scenarios differ in a field that is not swept; two parts
-            disagree on a shared cell; a part lacks a grid field others have.
+            disagree on a shared cell; a part lacks a grid field others have;
+            a full-basis and a reduced-basis part hold the same cell.
+
+    With a reduced-basis part among them, the result has :data:`BASIS_LABEL`
+    (the basis of every cell) and the :data:`BASIS_VARIABLES` of the reduced
+    parts, NaN at the full-basis cells (``basis_rank`` then a float).
     """
     if isinstance(parts, (str, os.PathLike, xr.Dataset)):
         parts = [parts]
@@ -135,9 +166,13 @@ def combine(
     _check_scenarios(scenarios, names)
     grid = _union_grid(datasets)
     n_max = max(ds.sizes.get("train_point", 0) for ds in datasets)
-    pieces = [(piece, name) for ds, name in zip(datasets, names) for piece in _by_residual_scale(ds, grid)]
-    normalised = [_normalise(piece, name, grid, n_max) for piece, name in pieces]
-    _check_shared_cells(normalised, [name for _, name in pieces], tolerance)
+    bases = [_basis(scenario) for scenario in scenarios]
+    pieces = [(piece, name, basis) for ds, name, basis in zip(datasets, names, bases)
+              for piece in _by_residual_scale(ds, grid)]
+    normalised = [_normalise(piece, name, grid, n_max) for piece, name, _ in pieces]
+    label = _basis_label([(ds, name, basis) for ds, (_, name, basis) in zip(normalised, pieces)], grid)
+    normalised = [ds.drop_vars(BASIS_LABEL, errors="ignore") for ds in normalised]  # the union's is built above
+    _check_shared_cells(normalised, [name for _, name, _ in pieces], tolerance)
     dtypes = {key: variable.dtype for ds in normalised for key, variable in ds.data_vars.items()}
     flags = [key for key, dtype in dtypes.items() if dtype == bool]
     # a flag as a float for the merge: NaN, not False, is what no part holds (no_conflicts skips it)
@@ -152,9 +187,14 @@ def combine(
         elif dtype.kind in "iu" and merged[key].dtype != dtype and not bool(merged[key].isnull().any()):
             # the outer join masks every part before merging: counts the union covers are whole numbers again
             merged[key] = merged[key].astype(dtype)
+        if merged[key].dtype != merged[key].encoding.get("dtype", merged[key].dtype):
+            # a count NaN at some cells (basis_rank at the full-basis ones) is written as the float it now is
+            merged[key].encoding.pop("dtype")
     merged = merged.sortby([dim for dim, values in grid.items() if isinstance(values, list)])
+    if set(bases) != {"full"}:  # a result of full-basis parts alone stays as simulate writes it
+        merged[BASIS_LABEL] = label
     merged = _canonical(merged)
-    merged.attrs = _attributes(datasets, names, scenarios, grid)
+    merged.attrs = _attributes(datasets, names, scenarios, grid, bases)
     return annotate(merged)
 
 
@@ -180,18 +220,77 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _check_scenarios(scenarios: Sequence[Mapping[str, Any]], names: Sequence[str]) -> None:
-    """Every field other than the union and the uncomputed ones is the same in every part."""
-    skipped = set(UNION_FIELDS) | set(NOT_COMPUTED)
+    """Every field other than the union, the uncomputed and the basis ones is
+    the same in every part; ``basis_tol`` the same in every part that has a
+    reduced basis (the full one does not read it)."""
+    skipped = set(UNION_FIELDS) | set(NOT_COMPUTED) | set(BASIS_FIELDS)
+    allowed = (f"allowed: parts of one sweep, whose scenarios differ only in the swept fields "
+               f"({', '.join(UNION_FIELDS)}) and hierarchy.basis")
     first = _flatten(scenarios[0])
     for scenario, name in zip(scenarios[1:], names[1:]):
         flat = _flatten(scenario)
         for field in sorted((set(first) | set(flat)) - skipped):
             mine, theirs = flat.get(field, "(unset)"), first.get(field, "(unset)")
             if mine != theirs:
-                raise ScenarioError(
-                    f"{name}: {field} is {json.dumps(mine)}, but {names[0]} has {json.dumps(theirs)}; allowed: parts "
-                    f"of one sweep, whose scenarios differ only in the swept fields ({', '.join(UNION_FIELDS)})"
-                )
+                raise ScenarioError(f"{name}: {field} is {json.dumps(mine)}, but {names[0]} has {json.dumps(theirs)}; "
+                                    f"{allowed}")
+    reduced = [(scenario, name) for scenario, name in zip(scenarios, names) if _basis(scenario) != "full"]
+    for scenario, name in reduced[1:]:
+        mine, theirs = scenario["hierarchy"].get("basis_tol"), reduced[0][0]["hierarchy"].get("basis_tol")
+        if mine != theirs:
+            raise ScenarioError(f"{name}: hierarchy.basis_tol is {json.dumps(mine)}, but {reduced[0][1]} has "
+                                f"{json.dumps(theirs)}; allowed: reduced-basis parts with one basis_tol (it changes "
+                                "their numbers; the full-basis parts do not read it)")
+
+
+def _basis(scenario: Mapping[str, Any]) -> str:
+    """A part's ``hierarchy.basis``: "full" (also for results from before the
+    field existed), "reduced", or "mixed" (a combination of both)."""
+    return scenario.get("hierarchy", {}).get("basis", "full")
+
+
+def _basis_label(pieces: Sequence[tuple[xr.Dataset, str, str]], grid: Mapping[str, list | Any]) -> xr.DataArray:
+    """:data:`BASIS_LABEL` of the union: each piece's basis at every cell of its
+    grid (a combined part: its own label); :class:`ScenarioError` where a
+    full and a reduced piece hold the same cell."""
+    swept = [dim for dim, values in grid.items() if isinstance(values, list)]
+    label = xr.DataArray(np.full([len(grid[dim]) for dim in swept], "", dtype="<U7"),
+                         coords={dim: grid[dim] for dim in swept}, dims=swept)
+    holder = np.full(label.shape, "", dtype=object)  # which part put the label there, for the message
+    for ds, name, basis in pieces:
+        coords = {dim: ds[dim].values for dim in swept}
+        if BASIS_LABEL in ds:
+            own = ds[BASIS_LABEL].transpose(*swept).values.astype(str)
+        else:
+            own = np.full([len(values) for values in coords.values()], basis, dtype="<U7")
+        index = np.ix_(*(np.searchsorted(np.asarray(grid[dim]), coords[dim]) for dim in swept))
+        there = label.values[index]
+        clash = (there != "") & (own != "") & (there != own)
+        if clash.any():
+            at = np.unravel_index(np.argmax(clash), clash.shape)
+            where = ", ".join(f"{dim}={coords[dim][k]}" for dim, k in zip(swept, at))
+            raise ScenarioError(
+                f"{name}: holds the cell {where} in the {own[at]} basis, which {holder[index][at]} holds in the "
+                f"{there[at]} basis; allowed: parts in which every cell has one basis (narrow one with --set)")
+        label.values[index] = np.where(own != "", own, there)
+        holder[index] = np.where(own != "", name, holder[index])
+    return label.assign_attrs(long_name="basis the cell's hierarchy was solved in (hierarchy.basis): full or reduced; "
+                                        "empty where no part ran the cell", units="1")
+
+
+def cell_basis(ds: xr.Dataset) -> xr.DataArray:
+    """The basis of every cell of a result, over its swept dims: its
+    :data:`BASIS_LABEL` (a combination of parts), else its scenario's
+    ``hierarchy.basis`` at every cell ("full" without a scenario)."""
+    if BASIS_LABEL in ds:
+        return ds[BASIS_LABEL].astype(str)
+    try:
+        basis = _basis(json.loads(ds.attrs.get("scenario", "{}")))
+    except (TypeError, ValueError):
+        basis = "full"
+    dims = [dim for dim in SWEEP_DIMS if dim in ds.dims]
+    return xr.DataArray(np.full([ds.sizes[dim] for dim in dims], basis, dtype="<U7"),
+                        coords={dim: ds[dim] for dim in dims}, dims=dims)
 
 
 def _grid_value(ds: xr.Dataset, dim: str) -> list | None:
@@ -330,9 +429,16 @@ def _same(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
     return equal
 
 
-def _attributes(datasets, names, scenarios, grid) -> dict[str, Any]:
-    """The union's scenario and title, and each part's provenance."""
+def _attributes(datasets, names, scenarios, grid, bases) -> dict[str, Any]:
+    """The union's scenario and title, and each part's provenance. The
+    union's ``hierarchy.basis`` is the parts' when they agree, else "mixed"
+    (the cells say which: :data:`BASIS_LABEL`); its ``basis_tol`` the reduced parts'."""
     union = json.loads(json.dumps(scenarios[0]))
+    if "hierarchy" in union and "basis" in union["hierarchy"] or set(bases) != {"full"}:
+        union.setdefault("hierarchy", {})["basis"] = bases[0] if len(set(bases)) == 1 else "mixed"
+    reduced = [scenario for scenario, basis in zip(scenarios, bases) if basis != "full"]
+    if reduced and "basis_tol" in reduced[0].get("hierarchy", {}):
+        union["hierarchy"]["basis_tol"] = reduced[0]["hierarchy"]["basis_tol"]
     for field, dim in UNION_FIELDS.items():
         section, key = field.split(".") if "." in field else ("", field)
         target = union.setdefault(section, {}) if section else union
@@ -344,10 +450,11 @@ def _attributes(datasets, names, scenarios, grid) -> dict[str, Any]:
     union["name"] = "+".join(unique_names)
     union.pop("model_factory", None)
     parts = []
-    for ds, name, scenario in zip(datasets, names, scenarios):
+    for ds, name, scenario, basis in zip(datasets, names, scenarios, bases):
         parts.append({
             "file": name,
             "scenario_name": scenario.get("name"),
+            "basis": basis,
             "scenario_sha256": hashlib.sha256(ds.attrs["scenario"].encode()).hexdigest()[:12],
             "scenario_overrides": json.loads(ds.attrs.get("scenario_overrides", "[]")),
             "git_commit": ds.attrs.get("git_commit", "unknown"),
@@ -372,4 +479,5 @@ def _attributes(datasets, names, scenarios, grid) -> dict[str, Any]:
     return {key: value for key, value in attributes.items() if key not in _PART_ATTRS}
 
 
-__all__ = ["NOT_COMPUTED", "RESIDUAL_SCALES", "SOLVER_STATISTICS", "UNION_FIELDS", "combine", "read_result"]
+__all__ = ["BASIS_FIELDS", "BASIS_LABEL", "BASIS_VARIABLES", "NOT_COMPUTED", "RESIDUAL_SCALES", "SOLVER_STATISTICS",
+           "UNION_FIELDS", "cell_basis", "combine", "read_result"]

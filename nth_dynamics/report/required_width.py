@@ -18,6 +18,13 @@ bootstrap draws whole seeds with replacement, the same draw for every series
 (:func:`nth_dynamics.report.power_law.resample_counts`), so the exponents'
 intervals see the seeds' correlated errors; the draws are kept (dim
 ``resample``) and every exponent and prediction is recomputed on each.
+
+A crossing computed from reduced-basis cells (``hierarchy.basis: reduced``,
+docs/theory.md §8; a combination of full and reduced parts labels its cells,
+:func:`nth_dynamics.report.parts.cell_basis`) rests on an approximation:
+each such crossing, and each exponent fitted over one, says so
+(:data:`BASIS_OF_CROSSINGS`) with the largest basis error ratio behind it,
+so that a law fitted partly on reduced cells never passes as an exact one.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import numpy as np
 import xarray as xr
 
 from .._fits import fit_line
+from .parts import cell_basis
 from .power_law import BOOTSTRAP_SEED, CONFIDENCE, RESAMPLES, _interval
 from .tolerance import _crossing, default_tolerance, fit_exponent, seed_mean_log_error
 
@@ -39,6 +47,10 @@ TARGET_DECADES = {2: 1.5, 0: 1.0}
 p = 2, ≥ 1 decade for higher orders (key 0)…"""
 TARGET_HALF_WIDTH = 0.15
 """… with a 95 % interval of half-width ≤ 0.15."""
+
+BASIS_OF_CROSSINGS = ("required_width_reduced", "required_width_basis_error_ratio")
+"""The variables of :func:`required_width` that say which crossings rest on
+reduced-basis cells (present only when the result has such cells)."""
 
 
 def required_width(
@@ -72,7 +84,11 @@ def required_width(
         (the bootstrap draws, dim ``resample``; NaN where a draw does not
         cross inside the widths), ``required_width_bracketed`` (the crossing lies inside
         the swept widths), ``tolerance``. Attributes: the widths swept, the
-        bootstrap settings.
+        bootstrap settings. When some cells were computed in the reduced
+        basis: ``required_width_reduced`` (a cell of the series at some width
+        is reduced, so its crossing may rest on it) and
+        ``required_width_basis_error_ratio`` (the largest ``basis_error_ratio``
+        of those cells over widths and seeds; NaN where none is reduced).
 
     Raises:
         ValueError: the Dataset lacks ``variable`` or two widths, or an order
@@ -117,7 +133,30 @@ def required_width(
                "variable": variable, "seeds": samples, "resamples": resamples, "confidence": confidence,
                "bootstrap_seed": seed},
     )
-    return out
+    return out.assign(_basis_of_crossings(ds, worst, series))
+
+
+def _basis_of_crossings(ds: xr.Dataset, worst: xr.DataArray, series: xr.DataArray) -> dict[str, xr.DataArray]:
+    """:data:`BASIS_OF_CROSSINGS` of the series of ``worst``: none when no cell is reduced."""
+    reduced = cell_basis(ds) == "reduced"
+    if not bool(reduced.any()):
+        return {}
+    on_reduced = reduced.any("width") if "width" in reduced.dims else reduced
+    on_reduced = on_reduced.broadcast_like(series).transpose(*series.dims)
+    ratio = ds["basis_error_ratio"] if "basis_error_ratio" in ds else xr.full_like(worst, np.nan)
+    if "order" in ratio.dims and "order" in worst.dims:
+        ratio = ratio.sel(order=worst["order"].values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: a series without reduced cells
+        ratio = ratio.where(reduced).max([dim for dim in ("width", "seed") if dim in ratio.dims])
+    ratio = ratio.broadcast_like(series).transpose(*series.dims)
+    return {
+        "required_width_reduced": on_reduced.copy(data=on_reduced.values.astype(bool)).assign_attrs(
+            long_name="the series has reduced-basis cells (hierarchy.basis: reduced): its crossing may rest on "
+                      "an approximation", units="1"),
+        "required_width_basis_error_ratio": ratio.assign_attrs(
+            long_name="largest basis_error_ratio of the series' reduced-basis cells (NaN: none)", units="1"),
+    }
 
 
 def _tolerance(worst: xr.DataArray, tolerance) -> xr.DataArray:
@@ -173,6 +212,18 @@ def width_exponent(
     def variable(array, long_name):
         return template.copy(data=np.asarray(array, dtype=float)).assign_attrs(long_name=long_name, units="1")
 
+    basis = {}
+    if "required_width_reduced" in widths:
+        on_reduced = valid & widths["required_width_reduced"].broadcast_like(central).transpose(*central.dims).values
+        ratio = widths["required_width_basis_error_ratio"].broadcast_like(central).transpose(*central.dims).values
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # no reduced value in the fit
+            largest = np.nanmax(np.where(on_reduced, ratio, np.nan), axis=-1)
+        basis = {
+            "reduced_points": variable(on_reduced.sum(axis=-1), f"values of {dim} in the fit whose crossing rests "
+                                                                 "on reduced-basis cells"),
+            "basis_error_ratio": variable(largest, "largest basis_error_ratio behind those crossings (NaN: none)"),
+        }
     return xr.Dataset(
         {
             "exponent": variable(fit.exponent, f"fitted exponent of the required width in {dim}"),
@@ -183,6 +234,7 @@ def width_exponent(
             "range_min": variable(fit_min, f"smallest {dim} in the fit"),
             "range_max": variable(fit_max, f"largest {dim} in the fit"),
             "decades": variable(np.log10(fit_max / fit_min), f"decades of {dim} fitted over"),
+            **basis,
         },
         attrs={"dim": dim, "confidence": confidence},
     )
@@ -324,4 +376,4 @@ def required_width_fits(ds: xr.Dataset, widths: xr.Dataset) -> xr.Dataset:
     return out
 
 
-__all__ = ["Prediction", "WidthLaw", "required_width", "required_width_fits", "width_exponent", "width_law"]
+__all__ = ["BASIS_OF_CROSSINGS", "Prediction", "WidthLaw", "required_width", "required_width_fits", "width_exponent", "width_law"]
