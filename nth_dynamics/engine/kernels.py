@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
+from . import structure
 from .basis import check_basis
 from .dense import DenseStack, dense_stack, reproduces
 from .laziness import lazy_tower, output_scale
@@ -328,17 +329,32 @@ def _tower(params, static, x_train, x_eval, order: int, chunks: tuple, basis) ->
     def gradients(p, points):
         return jax.vmap(tangent, in_axes=(None, 0))(p, points)
 
-    def k2(p):
-        train = gradients(p, x_train)
-        if x_eval is None:
-            return leaf_gram(train, train)
-        n_eval = x_eval.shape[0]
-        if point_chunk >= n_eval:
-            return leaf_gram(gradients(p, x_eval), train)
-        # point_chunk divides n_eval (direction_chunk): no remainder program
-        blocks = x_eval.reshape((n_eval // point_chunk, point_chunk) + x_eval.shape[1:])
-        rows = jax.lax.map(lambda points: leaf_gram(gradients(p, points), train), blocks)
-        return rows.reshape((n_eval, x_train.shape[0]))
+    def gram_of(per_point: Callable, gram: Callable) -> Callable:
+        """θ ↦ K2(θ) from per-point gradients (in some form) and their Gram."""
+
+        def k2(p):
+            train = per_point(p, x_train)
+            if x_eval is None:
+                return gram(train, train)
+            n_eval = x_eval.shape[0]
+            if point_chunk >= n_eval:
+                return gram(per_point(p, x_eval), train)
+            # point_chunk divides n_eval (direction_chunk): no remainder program
+            blocks = x_eval.reshape((n_eval // point_chunk, point_chunk) + x_eval.shape[1:])
+            rows = jax.lax.map(lambda points: gram(per_point(p, points), train), blocks)
+            return rows.reshape((n_eval, x_train.shape[0]))
+
+        return k2
+
+    k2 = gram_of(gradients, leaf_gram)
+    uses = _dense_uses(params, static, x_train)
+    if uses is None:
+        returned_k2 = k2
+    else:  # dense leaves as outer products (structure.py); the higher orders differentiate the plain k2
+        returned_k2 = gram_of(
+            lambda p, points: uses.gradients(jax.tree.leaves(p), points),
+            lambda first, second: uses.gram(first, second) + (leaf_gram(first[2], second[2]) if uses.rest else 0.0),
+        )
 
     def next_order(kernel: Callable) -> Callable:
         """θ ↦ K(r+1)(θ) from θ ↦ K(r)(θ): one JVP per direction b, b last."""
@@ -372,7 +388,38 @@ def _tower(params, static, x_train, x_eval, order: int, chunks: tuple, basis) ->
     kernels = [k2]
     for _ in range(3, order + 1):
         kernels.append(next_order(kernels[-1]) if basis is None else next_projected_order(kernels[-1]))
-    return tuple(kernel(params) for kernel in kernels)
+    return (returned_k2(params),) + tuple(kernel(params) for kernel in kernels[1:])
+
+
+def _dense_uses(params, static, x_train) -> structure.DenseUses | None:
+    """The dense uses of the trained leaves (``params``, in ``jax.tree.leaves``
+    order) in the per-point f of ``eqx.combine(params, static)``: what the
+    generic K2 takes as outer products (:mod:`.structure`)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+
+    def f(leaves, x):
+        return eqx.combine(treedef.unflatten(leaves), static)(x)
+
+    return structure.find(f, leaves, jax.ShapeDtypeStruct(x_train.shape[1:], x_train.dtype))
+
+
+def dense_leaves(model: eqx.Module, x_train: Float[Array, "n d"], filter_spec: PyTree | None = None) -> tuple[str, ...]:
+    """The trained leaves (``jax.tree_util.keystr`` paths) whose K2 term the
+    generic path computes as outer products of small factors
+    (:mod:`.structure`); every other trained leaf keeps its full per-point
+    gradient. Empty for a model on the structured path
+    (:func:`structured_path`), which factors every layer itself."""
+    if _factored_model(model, filter_spec, _as_array(x_train)) is not None:
+        return ()
+    trained = _trained_leaves(model, filter_spec)
+    leaves, treedef = jax.tree_util.tree_flatten(model)
+    params = treedef.unflatten([leaf if flag else None for leaf, flag in zip(leaves, trained)])
+    static = treedef.unflatten([None if flag else leaf for leaf, flag in zip(leaves, trained)])
+    uses = _dense_uses(params, static, _as_array(x_train))
+    if uses is None:
+        return ()
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return tuple(paths[i] for i in sorted(uses.structured))
 
 
 def _structured_tower(model: AbstractNetwork | DenseStack, x_train, x_eval, order: int, chunks: tuple, basis) -> Tower:
