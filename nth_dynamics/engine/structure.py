@@ -113,7 +113,7 @@ def _gram(u: Array, v: Array) -> Array:
     return jnp.reshape(u, (u.shape[0], -1)) @ jnp.reshape(v, (v.shape[0], -1)).T
 
 
-def find(fun: Callable, leaves: Sequence[Array], x: jax.ShapeDtypeStruct) -> DenseUses | None:
+def find(fun: Callable, leaves: Sequence[Array], x: jax.ShapeDtypeStruct | Array) -> DenseUses | None:
     """The dense uses of ``leaves`` in ``fun(leaves, x)`` (a scalar), or None
     when its program cannot be read with certainty or no leaf matches (then
     the generic Gram serves every leaf).
@@ -153,15 +153,19 @@ def find(fun: Callable, leaves: Sequence[Array], x: jax.ShapeDtypeStruct) -> Den
 
 def _is_contraction_with_a_vector(eqn, position: int) -> bool:
     """z = W · a: a ``dot_general`` without batch axes contracting one axis of
-    the leaf (operand ``position``) with the only axis of a vector."""
+    the leaf (operand ``position``) with the one axis of a vector; other axes
+    of size 1 are allowed (a batch of one point, ``x[None] @ W`` in a stax
+    apply function), since the sum over them is a single term."""
     if eqn.primitive.name != "dot_general":
         return False
     (contracting, batch) = eqn.params["dimension_numbers"]
     if any(len(axes) for axes in batch):
         return False
-    other = eqn.invars[1 - position]
-    return (len(contracting[position]) == 1 and tuple(contracting[1 - position]) == (0,)
-            and len(other.aval.shape) == 1)
+    mine, theirs = contracting[position], contracting[1 - position]
+    shape = eqn.invars[1 - position].aval.shape
+    if len(mine) != 1 or len(theirs) != 1:
+        return False
+    return all(size == 1 for axis, size in enumerate(shape) if axis != theirs[0])
 
 
 def _is_bias(eqn, position: int) -> bool:
