@@ -11,8 +11,11 @@ initialises the weights, times every ``implementation`` of
 ``empirical_ntk_fn`` (jacobian contraction, NTK-vector products, structured
 derivatives) and writes weights and kernel to a file; the project's child
 process computes K2 of a hand-written Equinox module with those weights on
-the generic path, the same algorithm as a bare ``jax.jit`` (what the jax
-versions alone make of it), and K2 of the project's FFNet computing the same
+the generic path (whose dense leaves it reads off the jaxpr as outer
+products, engine/structure.py), the plain Gram of per-point gradients
+(neural-tangents' jacobian contraction, the generic path before those
+rules) as a bare ``jax.jit`` (what the jax versions alone make of it), and
+K2 of the project's FFNet computing the same
 function (its structured path, against neural-tangents' structured derivatives). Both in float64, best of
 ``--repeats`` runs after compilation; printed: each time, project / best
 neural-tangents, and the largest difference of the kernels.
@@ -78,7 +81,7 @@ for _ in range(repeats):
     start = time.perf_counter()
     jax.block_until_ready(nd.kernel_tower(model, x, 2))
     best = min(best, time.perf_counter() - start)
-def bare(p):  # the same algorithm as bare jax.jit, in this venv's jax: separates version from overhead
+def bare(p):  # the plain Gram as bare jax.jit, in this venv's jax: separates version from algorithm
     g = jax.vmap(jax.grad(lambda p, x_b: eqx.combine(p, static)(x_b)), in_axes=(None, 0))(p, x)
     return sum(u.reshape(len(x), -1) @ u.reshape(len(x), -1).T for u in jax.tree.leaves(g))
 params, static = eqx.partition(model, eqx.is_inexact_array)
@@ -138,7 +141,7 @@ def main() -> None:
             print(f"{'':11}project FFNet (the same function, structured path) K2 {ours['structured'] * 1e3:.2f} ms: "
                   f"{ours['structured'] / theirs['structured_derivatives']:.2f}× neural-tangents' structured_derivatives; "
                   f"max|ΔK2| = {ours['structured_difference']:.1e}")
-            print(f"{'':11}the same Gram of per-point gradients as a bare jax.jit in this venv: "
+            print(f"{'':11}the plain Gram of per-point gradients as a bare jax.jit in this venv: "
                   f"{ours['bare'] * 1e3:.2f} ms (project / bare {ours['project'] / ours['bare']:.2f}; "
                   f"neural-tangents' jacobian_contraction / bare {theirs['jacobian_contraction'] / ours['bare']:.2f})")
 

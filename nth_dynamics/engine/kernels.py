@@ -15,7 +15,10 @@ over evaluation points when they do not fit ``memory_budget``) and every
 higher order as JVPs of that map (forward-over-reverse); the structured one,
 for the project's networks and ``eqx.nn.MLP`` (:mod:`.dense`), keeps every
 gradient as per-layer outer-product factors and forms no parameter-sized
-array. Memory is planned from :func:`tower_bytes` before anything is allocated.
+array. The generic K2 also takes, leaf by leaf, the dense layers it can
+read off any model's jaxpr as outer products (:mod:`.structure`,
+:func:`dense_leaves`), the same kernel for less work. Memory is planned
+from :func:`tower_bytes` before anything is allocated.
 
 Note that g_b is itself a function of θ inside the nesting: K4 = D²K2[g3, g4] +
 DK2[∇²f(x3) g4], not the symmetric derivative of K2.
@@ -44,7 +47,7 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from . import structure
 from .basis import check_basis
-from .dense import DenseStack, dense_stack, reproduces
+from .dense import DenseStack, dense_stack, reproduces, structure_key
 from .laziness import lazy_tower, output_scale
 from .networks import AbstractNetwork, Perturbation, trained_filter
 
@@ -140,6 +143,27 @@ def _planned(model, x_train, x_eval, order: int, rank: int | None, filter_spec, 
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     factored = _factored_model(model, filter_spec, x_train)
+    key = None
+    if filter_spec is None:  # a filter_spec may be any pytree of callables: not a key
+        kind = None if factored is None else type(factored)
+        key = (kind, x_train.shape, x_eval.shape, order, rank, batch_size, memory_budget, structure_key(model))
+        if key in _PLANS:
+            return (factored,) + _PLANS[key]
+    plan = _plan_anew(model, factored, x_train, x_eval, order, rank, filter_spec, batch_size, memory_budget)
+    if key is not None and len(_PLANS) < 1024:
+        _PLANS[key] = plan
+    return (factored,) + plan
+
+
+_PLANS: dict = {}
+"""Plans of :func:`_planned` (trained leaves, chunks) by the structure of the
+model (:func:`~nth_dynamics.engine.dense.structure_key`) and the arguments: they depend on nothing
+else, and planning again cost ~30 µs per call, a tenth of a small K2."""
+
+
+def _plan_anew(model, factored, x_train, x_eval, order: int, rank: int | None, filter_spec, batch_size: int | None,
+               memory_budget: int) -> tuple:
+    """(trained leaves, chunks) of :func:`_planned`, computed."""
     trained = None if factored is not None else _trained_leaves(model, filter_spec)
     n_eval, n = x_eval.shape[0], x_train.shape[0]
     if factored is not None:
@@ -154,7 +178,7 @@ def _planned(model, x_train, x_eval, order: int, rank: int | None, filter_spec, 
     )
     batch_size = planned if batch_size is None else batch_size
     chunks = (direction_chunk(n, batch_size), None if rank is None else min(batch_size, rank))
-    return factored, trained, chunks if factored is not None else chunks + (point_chunk,)
+    return trained, chunks if factored is not None else chunks + (point_chunk,)
 
 
 def basis_chunk(
