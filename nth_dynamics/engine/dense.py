@@ -130,7 +130,8 @@ def dense_stack(model) -> DenseStack | None:
     if not isinstance(model.in_size, int) or isinstance(model.in_size, bool) or model.out_size != "scalar":
         return None
     for function in (model.activation, model.final_activation):
-        if jax.tree.leaves(eqx.filter(function, eqx.is_array)) or not callable(function):
+        # the leaves themselves, not eqx.filter's rebuilt tree: this runs at every call of the tower
+        if any(eqx.is_array(leaf) for leaf in jax.tree.leaves(function)) or not callable(function):
             return None
     layers = list(model.layers)
     if model.scan and model.depth > 0:
@@ -165,8 +166,7 @@ def reproduces(stack: DenseStack, model, x: Float[Array, "n d"]) -> bool:
     The answer depends on the structure only (the functions, static fields
     and array shapes of both), so it is remembered per structure: a tower
     that is called again, e.g. at every save of a training run, checks once."""
-    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_array))
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves) or isinstance(x, jax.core.Tracer):
+    if not concrete(model, x):
         return True
     key = structure_key(stack, model)
     if key is not None and key in _REPRODUCED:
@@ -177,6 +177,11 @@ def reproduces(stack: DenseStack, model, x: Float[Array, "n d"]) -> bool:
     if same and key is not None and len(_REPRODUCED) < 1024:
         _REPRODUCED.add(key)
     return same
+
+
+def concrete(model, x) -> bool:
+    """Whether neither the model's leaves nor ``x`` are traced."""
+    return not (isinstance(x, jax.core.Tracer) or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(model)))
 
 
 _REPRODUCED: set = set()

@@ -47,7 +47,7 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from . import structure
 from .basis import check_basis
-from .dense import DenseStack, dense_stack, reproduces, structure_key
+from .dense import DenseStack, concrete, dense_stack, reproduces, structure_key
 from .laziness import lazy_tower, output_scale
 from .networks import AbstractNetwork, Perturbation, trained_filter
 
@@ -124,10 +124,11 @@ def kernel_tower(
     rank = None if basis is None else basis.shape[1]
     factored, trained, chunks = _planned(model, x_train, x_eval, order, rank, filter_spec, batch_size, memory_budget)
     x_eval = None if x_eval is x_train else x_eval
-    if factored is not None:
-        tower = _dispatch(_structured_tower, factored, None, (x_train, x_eval, order, chunks, basis))
-    else:
+    if factored is None:
         tower = _dispatch(_tower, model, trained, (x_train, x_eval, order, chunks, basis))
+    else:
+        path = _structured_tower if isinstance(factored, AbstractNetwork) else _stack_tower
+        tower = _dispatch(path, factored, None, (x_train, x_eval, order, chunks, basis))
     # a network trained lazily: the tower of its hierarchy, not of f (docs/theory.md §9)
     return lazy_tower(tower, output_scale(model))
 
@@ -135,18 +136,19 @@ def kernel_tower(
 def _planned(model, x_train, x_eval, order: int, rank: int | None, filter_spec, batch_size: int | None,
              memory_budget: int) -> tuple:
     """What :func:`kernel_tower` runs, for inputs already checked: the model
-    in outer-product form (None: the generic path), the trained leaves (the
+    for the structured path (:func:`_factored_model`; None: the generic path), the trained leaves (the
     generic path; else None) and the chunks: of the n directions g_b (a
     divisor of n), of the k combined directions G_j (any size:
     :func:`_chunked` pads them with zero directions; None without a basis)
     and, on the generic path, of the evaluation points."""
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    factored = _factored_model(model, filter_spec, x_train)
+    structure = None if filter_spec is not None else structure_key(model)  # a filter_spec may be any pytree of callables
+    factored = _factored_model(model, filter_spec, x_train, structure)
     key = None
-    if filter_spec is None:  # a filter_spec may be any pytree of callables: not a key
+    if structure is not None:
         kind = None if factored is None else type(factored)
-        key = (kind, x_train.shape, x_eval.shape, order, rank, batch_size, memory_budget, structure_key(model))
+        key = (kind, x_train.shape, x_eval.shape, order, rank, batch_size, memory_budget, structure)
         if key in _PLANS:
             return (factored,) + _PLANS[key]
     plan = _plan_anew(model, factored, x_train, x_eval, order, rank, filter_spec, batch_size, memory_budget)
@@ -167,6 +169,7 @@ def _plan_anew(model, factored, x_train, x_eval, order: int, rank: int | None, f
     trained = None if factored is not None else _trained_leaves(model, filter_spec)
     n_eval, n = x_eval.shape[0], x_train.shape[0]
     if factored is not None:
+        factored = factored if isinstance(factored, AbstractNetwork) else dense_stack(factored)
         n_params = factored.trained_size  # the structured path needs no partition
     else:
         n_params = sum(leaf.size for leaf, flag in zip(jax.tree.leaves(model), trained) if flag)
@@ -284,14 +287,20 @@ def structured_path(model: eqx.Module, filter_spec: PyTree | None) -> bool:
     return isinstance(model, AbstractNetwork) or dense_stack(model) is not None
 
 
-def _factored_model(model: eqx.Module, filter_spec: PyTree | None, x_train: Array):
-    """The model in outer-product form for the structured path, or None for
-    the generic one. A dense stack is used only if it reproduces the model's
-    outputs on the training points (:func:`~nth_dynamics.engine.dense.reproduces`):
-    a structure that does not falls back to the generic path, never to a wrong kernel."""
+def _factored_model(model: eqx.Module, filter_spec: PyTree | None, x_train: Array, structure=None):
+    """The model if it takes the structured path (a project network, or an
+    Equinox dense model, read as its :class:`~nth_dynamics.engine.dense.DenseStack`
+    inside the compiled tower: :func:`_stack_tower`), or None for the generic
+    one. A dense stack is used only if it reproduces the model's outputs on
+    the training points (:func:`~nth_dynamics.engine.dense.reproduces`): a
+    structure that does not falls back to the generic path, never to a wrong
+    kernel. ``structure`` (:func:`~nth_dynamics.engine.dense.structure_key`
+    of the model, if hashable) remembers the models that passed both checks."""
     if filter_spec is not None:
         return None
     if isinstance(model, AbstractNetwork):
+        return model
+    if structure is not None and structure in _STACKED:
         return model
     stack = dense_stack(model)
     if stack is None:
@@ -302,7 +311,22 @@ def _factored_model(model: eqx.Module, filter_spec: PyTree | None, x_train: Arra
             "the kernel tower takes the generic path", stacklevel=3,
         )
         return None
-    return stack
+    if structure is not None and concrete(model, x_train) and len(_STACKED) < 1024:
+        _STACKED.add(structure)  # under a trace reproduces() checks nothing: nothing to remember
+    return model
+
+
+_STACKED: set = set()
+"""Structures of Equinox models whose dense stack was accepted and reproduced
+them on concrete arrays: both checks depend on the structure alone, and
+reading the model again cost ~60 µs a call (Equinox attribute access and a
+new module), half of a small K2 of ``eqx.nn.MLP``."""
+
+
+def _stack_tower(model: eqx.Module, x_train, x_eval, order: int, chunks: tuple, basis) -> Tower:
+    """:func:`_structured_tower` of an Equinox dense model's
+    :class:`~nth_dynamics.engine.dense.DenseStack`, built while tracing."""
+    return _structured_tower(dense_stack(model), x_train, x_eval, order, chunks, basis)
 
 
 def _chunked(along: Callable, directions, batch_size: int) -> Array:
@@ -372,7 +396,7 @@ def _tower(params, static, x_train, x_eval, order: int, chunks: tuple, basis) ->
 
     k2 = gram_of(gradients, leaf_gram)
     uses = _dense_uses(params, static, x_train)
-    if uses is None:
+    if uses is None or (x_eval is not None and x_eval.dtype != x_train.dtype):  # traced for x_train's dtype
         returned_k2 = k2
     else:  # dense leaves as outer products (structure.py); the higher orders differentiate the plain k2
         returned_k2 = gram_of(
