@@ -192,9 +192,13 @@ def structure_key(*trees):
     """Treedefs, non-array leaves and array shapes and dtypes of ``trees``:
     what a property of their structure (not of their values) can be
     remembered by; None if unhashable (then nothing is remembered)."""
+    return flat_key(*(jax.tree.flatten(tree) for tree in trees))
+
+
+def flat_key(*flattened: tuple[list, object]):
+    """:func:`structure_key` of trees already flattened, as ``(leaves, treedef)``."""
     parts = []
-    for tree in trees:
-        leaves, treedef = jax.tree.flatten(tree)
+    for leaves, treedef in flattened:
         parts.append(treedef)
         parts.extend((leaf.shape, leaf.dtype) if eqx.is_array(leaf) else leaf for leaf in leaves)  # str(dtype): 7 µs
     key = tuple(parts)

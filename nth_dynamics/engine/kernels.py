@@ -47,7 +47,7 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from . import structure
 from .basis import check_basis
-from .dense import DenseStack, concrete, dense_stack, reproduces, structure_key
+from .dense import DenseStack, concrete, dense_stack, flat_key, reproduces
 from .laziness import lazy_tower, output_scale
 from .networks import AbstractNetwork, Perturbation, trained_filter
 
@@ -122,28 +122,32 @@ def kernel_tower(
     _check_inputs(x_train, x_eval, order)
     basis = None if basis is None else check_basis(basis, x_train.shape[0])
     rank = None if basis is None else basis.shape[1]
-    factored, trained, chunks = _planned(model, x_train, x_eval, order, rank, filter_spec, batch_size, memory_budget)
+    flat = jax.tree_util.tree_flatten(model)  # once: Equinox flattens slowly (~4 µs for two leaves)
+    factored, trained, chunks = _planned(model, x_train, x_eval, order, rank, filter_spec, batch_size, memory_budget,
+                                         flat=flat)
     x_eval = None if x_eval is x_train else x_eval
     if factored is None:
-        tower = _dispatch(_tower, model, trained, (x_train, x_eval, order, chunks, basis))
-    else:
+        tower = _dispatch(_tower, model, trained, (x_train, x_eval, order, chunks, basis), flat=flat)
+    else:  # the model itself, read as outer-product factors inside the compiled tower
         path = _structured_tower if isinstance(factored, AbstractNetwork) else _stack_tower
-        tower = _dispatch(path, factored, None, (x_train, x_eval, order, chunks, basis))
+        tower = _dispatch(path, factored, None, (x_train, x_eval, order, chunks, basis), flat=flat)
     # a network trained lazily: the tower of its hierarchy, not of f (docs/theory.md §9)
     return lazy_tower(tower, output_scale(model))
 
 
 def _planned(model, x_train, x_eval, order: int, rank: int | None, filter_spec, batch_size: int | None,
-             memory_budget: int) -> tuple:
+             memory_budget: int, flat: tuple | None = None) -> tuple:
     """What :func:`kernel_tower` runs, for inputs already checked: the model
     for the structured path (:func:`_factored_model`; None: the generic path), the trained leaves (the
     generic path; else None) and the chunks: of the n directions g_b (a
     divisor of n), of the k combined directions G_j (any size:
     :func:`_chunked` pads them with zero directions; None without a basis)
-    and, on the generic path, of the evaluation points."""
+    and, on the generic path, of the evaluation points. ``flat``: the model
+    already flattened."""
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    structure = None if filter_spec is not None else structure_key(model)  # a filter_spec may be any pytree of callables
+    # a filter_spec may be any pytree of callables: no key
+    structure = None if filter_spec is not None else flat_key(flat or jax.tree_util.tree_flatten(model))
     factored = _factored_model(model, filter_spec, x_train, structure)
     key = None
     if structure is not None:
@@ -228,15 +232,16 @@ def _trained_leaves(model: eqx.Module, filter_spec: PyTree | None) -> list[bool]
     return [eqx.is_array(leaf) and flag is not _Leaf.FROZEN for leaf, flag in zip(leaves, kept, strict=True)]
 
 
-def _dispatch(path: Callable, model: eqx.Module, trained: list[bool] | None, arguments: tuple) -> Tower:
+def _dispatch(path: Callable, model: eqx.Module, trained: list[bool] | None, arguments: tuple,
+              flat: tuple | None = None) -> Tower:
     """``path(model, *arguments)`` (with ``trained``, one flag per leaf:
     ``path(params, static, *arguments)``, params the trained leaves)
     compiled, at ``jax.jit``'s dispatch cost: the model is flattened once,
     its array leaves traced and the rest (treedef and non-array leaves) the
     compilation key. ``eqx.filter_jit`` and ``eqx.partition`` did the same
     for 0.2–0.3 ms more per call, half of a small K2 (two-layer MLP, width
-    2048, n = 8, CPU)."""
-    leaves, treedef = jax.tree_util.tree_flatten(model)
+    2048, n = 8, CPU). ``flat``: the model already flattened."""
+    leaves, treedef = flat or jax.tree_util.tree_flatten(model)
     flags = [False] * len(leaves) if trained is None else trained
     arrays = [leaf for leaf in leaves if eqx.is_array(leaf)]
     key = tuple(
