@@ -5,6 +5,7 @@ match the rules, partly match them, or match none (weight sharing, a scaled
 weight, a trained scalar, a program inside ``jit``); and the record of which
 leaves were taken as outer products, so that a silent fallback is seen."""
 
+import importlib.util
 import math
 
 import equinox as eqx
@@ -128,7 +129,7 @@ def _jitted(params, x):
 
 
 def linen_ffnet():
-    nn = pytest.importorskip("flax.linen")
+    import flax.linen as nn
 
     class FFNet(nn.Module):  # tests/test_function_model.py's, with biases on the hidden layers
         width: int
@@ -142,6 +143,20 @@ def linen_ffnet():
 
     module = FFNet(WIDTH)
     return nd.FunctionModel.from_linen(module, module.init(jax.random.key(3), jnp.ones(D)))
+
+
+def nnx_ffnet():
+    from flax import nnx
+
+    class FFNet(nnx.Module):
+        def __init__(self, rngs):
+            self.W0 = nnx.Linear(D, WIDTH, rngs=rngs, param_dtype=jnp.float64)
+            self.a = nnx.Linear(WIDTH, 1, use_bias=False, rngs=rngs, param_dtype=jnp.float64)
+
+        def __call__(self, x):
+            return self.a(jnp.tanh(self.W0(x)))[0]
+
+    return nd.FunctionModel.from_nnx(FFNet(nnx.Rngs(5)))
 
 
 def models():
@@ -158,15 +173,18 @@ def models():
          {f".layers[{i}].{name}" for i in range(3) for name in ("weight", "bias")}),
         ("stax-like FunctionModel", nd.FunctionModel(stax_like, stax_params()), None,
          {".params[0][0]", ".params[1][0]", ".params[2][0]"}),  # scaled biases; the last one broadcast to (1, 1)
-        ("Flax linen", linen_ffnet(), None,
-         {".params['W0']['kernel']", ".params['W0']['bias']",
-          ".params['W1']['kernel']", ".params['W1']['bias']",
-          ".params['a']['kernel']"}),
         ("weight sharing", Shared(), None, {".V", ".a"}),
         ("scaled weight, trained scalar", Scaled(), None, {".a"}),
         ("inside jit", nd.FunctionModel(jitted_apply, {"a": jnp.ones(WIDTH), "W": jnp.ones((WIDTH, D))}), None,
          set()),
-    ]
+    ] + ([
+        ("Flax linen", linen_ffnet(), None,
+         {".params['W0']['kernel']", ".params['W0']['bias']",
+          ".params['W1']['kernel']", ".params['W1']['bias']",
+          ".params['a']['kernel']"}),
+        ("Flax nnx", nnx_ffnet(), None,
+         {".params[0]['W0']['kernel'].value", ".params[0]['W0']['bias'].value", ".params[0]['a']['kernel'].value"}),
+    ] if importlib.util.find_spec("flax") else [])  # the flax extra
 
 
 MODELS = models()
