@@ -289,6 +289,7 @@ def test_a_stack_that_does_not_reproduce_the_model_falls_back(small_problem, mon
     mlp = make_mlp("depth 2 tanh, biases")
     wrong = DenseStack(dense_stack(mlp).layers, jax.nn.softplus, None)
     assert not reproduces(wrong, mlp, x_train)
+    monkeypatch.setattr("nth_dynamics.engine.kernels._STACKED", set())  # forget that the true stack reproduced it
     monkeypatch.setattr("nth_dynamics.engine.kernels.dense_stack", lambda model: wrong)
     with pytest.warns(UserWarning, match="generic path"):
         (_k2, k3) = nd.kernel_tower(mlp, x_train, 3)

@@ -130,7 +130,8 @@ def dense_stack(model) -> DenseStack | None:
     if not isinstance(model.in_size, int) or isinstance(model.in_size, bool) or model.out_size != "scalar":
         return None
     for function in (model.activation, model.final_activation):
-        if jax.tree.leaves(eqx.filter(function, eqx.is_array)) or not callable(function):
+        # the leaves themselves, not eqx.filter's rebuilt tree: this runs at every call of the tower
+        if any(eqx.is_array(leaf) for leaf in jax.tree.leaves(function)) or not callable(function):
             return None
     layers = list(model.layers)
     if model.scan and model.depth > 0:
@@ -165,10 +166,9 @@ def reproduces(stack: DenseStack, model, x: Float[Array, "n d"]) -> bool:
     The answer depends on the structure only (the functions, static fields
     and array shapes of both), so it is remembered per structure: a tower
     that is called again, e.g. at every save of a training run, checks once."""
-    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_array))
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves) or isinstance(x, jax.core.Tracer):
+    if not concrete(model, x):
         return True
-    key = _structure_key(stack, model)
+    key = structure_key(stack, model)
     if key is not None and key in _REPRODUCED:
         return True
     ours, theirs = _both_outputs(stack, model, x)
@@ -179,17 +179,28 @@ def reproduces(stack: DenseStack, model, x: Float[Array, "n d"]) -> bool:
     return same
 
 
+def concrete(model, x) -> bool:
+    """Whether neither the model's leaves nor ``x`` are traced."""
+    return not (isinstance(x, jax.core.Tracer) or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(model)))
+
+
 _REPRODUCED: set = set()
 """Structures whose stack has reproduced the model (:func:`reproduces`)."""
 
 
-def _structure_key(stack: DenseStack, model):
-    """Treedefs, non-array leaves and array shapes of stack and model; None if unhashable."""
+def structure_key(*trees):
+    """Treedefs, non-array leaves and array shapes and dtypes of ``trees``:
+    what a property of their structure (not of their values) can be
+    remembered by; None if unhashable (then nothing is remembered)."""
+    return flat_key(*(jax.tree.flatten(tree) for tree in trees))
+
+
+def flat_key(*flattened: tuple[list, object]):
+    """:func:`structure_key` of trees already flattened, as ``(leaves, treedef)``."""
     parts = []
-    for tree in (stack, model):
-        leaves, treedef = jax.tree.flatten(tree)
+    for leaves, treedef in flattened:
         parts.append(treedef)
-        parts.extend((leaf.shape, str(leaf.dtype)) if eqx.is_array(leaf) else leaf for leaf in leaves)
+        parts.extend((leaf.shape, leaf.dtype) if eqx.is_array(leaf) else leaf for leaf in leaves)  # str(dtype): 7 µs
     key = tuple(parts)
     try:
         hash(key)

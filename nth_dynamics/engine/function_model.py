@@ -9,7 +9,9 @@ The trained parameters are every floating-point array leaf of ``params``
 (the generic path's rule for any module, :func:`~nth_dynamics.engine.networks.trained_filter`);
 integer arrays (step counters, PRNG keys) and non-array leaves are carried
 along untrained. A wrapped model takes the generic nested-JVP path of the
-tower: only the project's own networks have the outer-product path.
+tower (only the project's own networks and ``eqx.nn.MLP`` have the
+outer-product path), whose K2 still reads the dense layers of ``apply_fn``
+off its jaxpr as outer products (:mod:`.structure`).
 
 Flax models enter through :meth:`FunctionModel.from_linen` and
 :meth:`FunctionModel.from_nnx` (Flax is imported only there: the ``flax``

@@ -15,7 +15,10 @@ over evaluation points when they do not fit ``memory_budget``) and every
 higher order as JVPs of that map (forward-over-reverse); the structured one,
 for the project's networks and ``eqx.nn.MLP`` (:mod:`.dense`), keeps every
 gradient as per-layer outer-product factors and forms no parameter-sized
-array. Memory is planned from :func:`tower_bytes` before anything is allocated.
+array. The generic K2 also takes, leaf by leaf, the dense layers it can
+read off any model's jaxpr as outer products (:mod:`.structure`,
+:func:`dense_leaves`), the same kernel for less work. Memory is planned
+from :func:`tower_bytes` before anything is allocated.
 
 Note that g_b is itself a function of θ inside the nesting: K4 = D²K2[g3, g4] +
 DK2[∇²f(x3) g4], not the symmetric derivative of K2.
@@ -42,8 +45,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
+from . import structure
 from .basis import check_basis
-from .dense import DenseStack, dense_stack, reproduces
+from .dense import DenseStack, concrete, dense_stack, flat_key, reproduces
 from .laziness import lazy_tower, output_scale
 from .networks import AbstractNetwork, Perturbation, trained_filter
 
@@ -118,30 +122,58 @@ def kernel_tower(
     _check_inputs(x_train, x_eval, order)
     basis = None if basis is None else check_basis(basis, x_train.shape[0])
     rank = None if basis is None else basis.shape[1]
-    factored, trained, chunks = _planned(model, x_train, x_eval, order, rank, filter_spec, batch_size, memory_budget)
+    flat = jax.tree_util.tree_flatten(model)  # once: Equinox flattens slowly (~4 µs for two leaves)
+    factored, trained, chunks = _planned(model, x_train, x_eval, order, rank, filter_spec, batch_size, memory_budget,
+                                         flat=flat)
     x_eval = None if x_eval is x_train else x_eval
-    if factored is not None:
-        tower = _dispatch(_structured_tower, factored, None, (x_train, x_eval, order, chunks, basis))
-    else:
-        tower = _dispatch(_tower, model, trained, (x_train, x_eval, order, chunks, basis))
+    if factored is None:
+        tower = _dispatch(_tower, model, trained, (x_train, x_eval, order, chunks, basis), flat=flat)
+    else:  # the model itself, read as outer-product factors inside the compiled tower
+        path = _structured_tower if isinstance(factored, AbstractNetwork) else _stack_tower
+        tower = _dispatch(path, factored, None, (x_train, x_eval, order, chunks, basis), flat=flat)
     # a network trained lazily: the tower of its hierarchy, not of f (docs/theory.md §9)
     return lazy_tower(tower, output_scale(model))
 
 
 def _planned(model, x_train, x_eval, order: int, rank: int | None, filter_spec, batch_size: int | None,
-             memory_budget: int) -> tuple:
+             memory_budget: int, flat: tuple | None = None) -> tuple:
     """What :func:`kernel_tower` runs, for inputs already checked: the model
-    in outer-product form (None: the generic path), the trained leaves (the
+    for the structured path (:func:`_factored_model`; None: the generic path), the trained leaves (the
     generic path; else None) and the chunks: of the n directions g_b (a
     divisor of n), of the k combined directions G_j (any size:
     :func:`_chunked` pads them with zero directions; None without a basis)
-    and, on the generic path, of the evaluation points."""
+    and, on the generic path, of the evaluation points. ``flat``: the model
+    already flattened."""
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    factored = _factored_model(model, filter_spec, x_train)
+    # a filter_spec may be any pytree of callables: no key
+    structure = None if filter_spec is not None else flat_key(flat or jax.tree_util.tree_flatten(model))
+    factored = _factored_model(model, filter_spec, x_train, structure)
+    key = None
+    if structure is not None:
+        kind = None if factored is None else type(factored)
+        key = (kind, x_train.shape, x_eval.shape, order, rank, batch_size, memory_budget, structure)
+        if key in _PLANS:
+            return (factored,) + _PLANS[key]
+    plan = _plan_anew(model, factored, x_train, x_eval, order, rank, filter_spec, batch_size, memory_budget)
+    if key is not None and len(_PLANS) < 1024:
+        _PLANS[key] = plan
+    return (factored,) + plan
+
+
+_PLANS: dict = {}
+"""Plans of :func:`_planned` (trained leaves, chunks) by the structure of the
+model (:func:`~nth_dynamics.engine.dense.structure_key`) and the arguments: they depend on nothing
+else, and planning again cost ~30 µs per call, a tenth of a small K2."""
+
+
+def _plan_anew(model, factored, x_train, x_eval, order: int, rank: int | None, filter_spec, batch_size: int | None,
+               memory_budget: int) -> tuple:
+    """(trained leaves, chunks) of :func:`_planned`, computed."""
     trained = None if factored is not None else _trained_leaves(model, filter_spec)
     n_eval, n = x_eval.shape[0], x_train.shape[0]
     if factored is not None:
+        factored = factored if isinstance(factored, AbstractNetwork) else dense_stack(factored)
         n_params = factored.trained_size  # the structured path needs no partition
     else:
         n_params = sum(leaf.size for leaf, flag in zip(jax.tree.leaves(model), trained) if flag)
@@ -153,7 +185,7 @@ def _planned(model, x_train, x_eval, order: int, rank: int | None, filter_spec, 
     )
     batch_size = planned if batch_size is None else batch_size
     chunks = (direction_chunk(n, batch_size), None if rank is None else min(batch_size, rank))
-    return factored, trained, chunks if factored is not None else chunks + (point_chunk,)
+    return trained, chunks if factored is not None else chunks + (point_chunk,)
 
 
 def basis_chunk(
@@ -200,15 +232,16 @@ def _trained_leaves(model: eqx.Module, filter_spec: PyTree | None) -> list[bool]
     return [eqx.is_array(leaf) and flag is not _Leaf.FROZEN for leaf, flag in zip(leaves, kept, strict=True)]
 
 
-def _dispatch(path: Callable, model: eqx.Module, trained: list[bool] | None, arguments: tuple) -> Tower:
+def _dispatch(path: Callable, model: eqx.Module, trained: list[bool] | None, arguments: tuple,
+              flat: tuple | None = None) -> Tower:
     """``path(model, *arguments)`` (with ``trained``, one flag per leaf:
     ``path(params, static, *arguments)``, params the trained leaves)
     compiled, at ``jax.jit``'s dispatch cost: the model is flattened once,
     its array leaves traced and the rest (treedef and non-array leaves) the
     compilation key. ``eqx.filter_jit`` and ``eqx.partition`` did the same
     for 0.2–0.3 ms more per call, half of a small K2 (two-layer MLP, width
-    2048, n = 8, CPU)."""
-    leaves, treedef = jax.tree_util.tree_flatten(model)
+    2048, n = 8, CPU). ``flat``: the model already flattened."""
+    leaves, treedef = flat or jax.tree_util.tree_flatten(model)
     flags = [False] * len(leaves) if trained is None else trained
     arrays = [leaf for leaf in leaves if eqx.is_array(leaf)]
     key = tuple(
@@ -259,14 +292,20 @@ def structured_path(model: eqx.Module, filter_spec: PyTree | None) -> bool:
     return isinstance(model, AbstractNetwork) or dense_stack(model) is not None
 
 
-def _factored_model(model: eqx.Module, filter_spec: PyTree | None, x_train: Array):
-    """The model in outer-product form for the structured path, or None for
-    the generic one. A dense stack is used only if it reproduces the model's
-    outputs on the training points (:func:`~nth_dynamics.engine.dense.reproduces`):
-    a structure that does not falls back to the generic path, never to a wrong kernel."""
+def _factored_model(model: eqx.Module, filter_spec: PyTree | None, x_train: Array, structure=None):
+    """The model if it takes the structured path (a project network, or an
+    Equinox dense model, read as its :class:`~nth_dynamics.engine.dense.DenseStack`
+    inside the compiled tower: :func:`_stack_tower`), or None for the generic
+    one. A dense stack is used only if it reproduces the model's outputs on
+    the training points (:func:`~nth_dynamics.engine.dense.reproduces`): a
+    structure that does not falls back to the generic path, never to a wrong
+    kernel. ``structure`` (:func:`~nth_dynamics.engine.dense.structure_key`
+    of the model, if hashable) remembers the models that passed both checks."""
     if filter_spec is not None:
         return None
     if isinstance(model, AbstractNetwork):
+        return model
+    if structure is not None and structure in _STACKED:
         return model
     stack = dense_stack(model)
     if stack is None:
@@ -277,7 +316,22 @@ def _factored_model(model: eqx.Module, filter_spec: PyTree | None, x_train: Arra
             "the kernel tower takes the generic path", stacklevel=3,
         )
         return None
-    return stack
+    if structure is not None and concrete(model, x_train) and len(_STACKED) < 1024:
+        _STACKED.add(structure)  # under a trace reproduces() checks nothing: nothing to remember
+    return model
+
+
+_STACKED: set = set()
+"""Structures of Equinox models whose dense stack was accepted and reproduced
+them on concrete arrays: both checks depend on the structure alone, and
+reading the model again cost ~60 µs a call (Equinox attribute access and a
+new module), half of a small K2 of ``eqx.nn.MLP``."""
+
+
+def _stack_tower(model: eqx.Module, x_train, x_eval, order: int, chunks: tuple, basis) -> Tower:
+    """:func:`_structured_tower` of an Equinox dense model's
+    :class:`~nth_dynamics.engine.dense.DenseStack`, built while tracing."""
+    return _structured_tower(dense_stack(model), x_train, x_eval, order, chunks, basis)
 
 
 def _chunked(along: Callable, directions, batch_size: int) -> Array:
@@ -328,17 +382,32 @@ def _tower(params, static, x_train, x_eval, order: int, chunks: tuple, basis) ->
     def gradients(p, points):
         return jax.vmap(tangent, in_axes=(None, 0))(p, points)
 
-    def k2(p):
-        train = gradients(p, x_train)
-        if x_eval is None:
-            return leaf_gram(train, train)
-        n_eval = x_eval.shape[0]
-        if point_chunk >= n_eval:
-            return leaf_gram(gradients(p, x_eval), train)
-        # point_chunk divides n_eval (direction_chunk): no remainder program
-        blocks = x_eval.reshape((n_eval // point_chunk, point_chunk) + x_eval.shape[1:])
-        rows = jax.lax.map(lambda points: leaf_gram(gradients(p, points), train), blocks)
-        return rows.reshape((n_eval, x_train.shape[0]))
+    def gram_of(per_point: Callable, gram: Callable) -> Callable:
+        """θ ↦ K2(θ) from per-point gradients (in some form) and their Gram."""
+
+        def k2(p):
+            train = per_point(p, x_train)
+            if x_eval is None:
+                return gram(train, train)
+            n_eval = x_eval.shape[0]
+            if point_chunk >= n_eval:
+                return gram(per_point(p, x_eval), train)
+            # point_chunk divides n_eval (direction_chunk): no remainder program
+            blocks = x_eval.reshape((n_eval // point_chunk, point_chunk) + x_eval.shape[1:])
+            rows = jax.lax.map(lambda points: gram(per_point(p, points), train), blocks)
+            return rows.reshape((n_eval, x_train.shape[0]))
+
+        return k2
+
+    k2 = gram_of(gradients, leaf_gram)
+    uses = _dense_uses(params, static, x_train)
+    if uses is None or (x_eval is not None and x_eval.dtype != x_train.dtype):  # traced for x_train's dtype
+        returned_k2 = k2
+    else:  # dense leaves as outer products (structure.py); the higher orders differentiate the plain k2
+        returned_k2 = gram_of(
+            lambda p, points: uses.gradients(jax.tree.leaves(p), points),
+            lambda first, second: uses.gram(first, second) + (leaf_gram(first[2], second[2]) if uses.rest else 0.0),
+        )
 
     def next_order(kernel: Callable) -> Callable:
         """θ ↦ K(r+1)(θ) from θ ↦ K(r)(θ): one JVP per direction b, b last."""
@@ -372,7 +441,38 @@ def _tower(params, static, x_train, x_eval, order: int, chunks: tuple, basis) ->
     kernels = [k2]
     for _ in range(3, order + 1):
         kernels.append(next_order(kernels[-1]) if basis is None else next_projected_order(kernels[-1]))
-    return tuple(kernel(params) for kernel in kernels)
+    return (returned_k2(params),) + tuple(kernel(params) for kernel in kernels[1:])
+
+
+def _dense_uses(params, static, x_train) -> structure.DenseUses | None:
+    """The dense uses of the trained leaves (``params``, in ``jax.tree.leaves``
+    order) in the per-point f of ``eqx.combine(params, static)``: what the
+    generic K2 takes as outer products (:mod:`.structure`)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+
+    def f(leaves, x):
+        return eqx.combine(treedef.unflatten(leaves), static)(x)
+
+    return structure.find(f, leaves, jax.ShapeDtypeStruct(x_train.shape[1:], x_train.dtype))
+
+
+def dense_leaves(model: eqx.Module, x_train: Float[Array, "n d"], filter_spec: PyTree | None = None) -> tuple[str, ...]:
+    """The trained leaves (``jax.tree_util.keystr`` paths) whose K2 term the
+    generic path computes as outer products of small factors
+    (:mod:`.structure`); every other trained leaf keeps its full per-point
+    gradient. Empty for a model on the structured path
+    (:func:`structured_path`), which factors every layer itself."""
+    if _factored_model(model, filter_spec, _as_array(x_train)) is not None:
+        return ()
+    trained = _trained_leaves(model, filter_spec)
+    leaves, treedef = jax.tree_util.tree_flatten(model)
+    params = treedef.unflatten([leaf if flag else None for leaf, flag in zip(leaves, trained)])
+    static = treedef.unflatten([None if flag else leaf for leaf, flag in zip(leaves, trained)])
+    uses = _dense_uses(params, static, _as_array(x_train))
+    if uses is None:
+        return ()
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return tuple(paths[i] for i in sorted(uses.structured))
 
 
 def _structured_tower(model: AbstractNetwork | DenseStack, x_train, x_eval, order: int, chunks: tuple, basis) -> Tower:
