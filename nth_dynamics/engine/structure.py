@@ -72,7 +72,8 @@ class DenseUses:
     @property
     def rest(self) -> tuple[int, ...]:
         """The leaves that keep their full per-point gradient."""
-        return tuple(i for i in range(self.leaf_count) if i not in self.structured)
+        structured = self.structured  # a property: built once here, not once per leaf
+        return tuple(i for i in range(self.leaf_count) if i not in structured)
 
     def gradients(self, leaves: Sequence[Array], points: Array) -> tuple[dict, dict, list]:
         """Per point (leading axis), in one forward and backward pass: the δ
