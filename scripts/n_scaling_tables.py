@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from nth_dynamics import analysis
+from nth_dynamics.report.series import any_finite, selections
 
 
 def _interval(fit: xr.Dataset) -> str:
@@ -31,17 +32,10 @@ def _interval(fit: xr.Dataset) -> str:
 
 
 def _series(widths: xr.Dataset, dims: list[str]):
-    """Every combination of ``dims`` in ``widths`` (FFNets once, at the first γ)."""
-    index = [dict(zip(dims, values)) for values in np.array(np.meshgrid(*[widths[d].values for d in dims],
-                                                                        indexing="ij")).reshape(len(dims), -1).T]
-    seen = set()
-    for labels in index:
-        if "gamma" in labels and labels.get("architecture") == "ffnet":
-            key = tuple((k, v) for k, v in labels.items() if k != "gamma")
-            if key in seen:
-                continue
-            seen.add(key)
-        yield {k: (v.item() if hasattr(v, "item") else v) for k, v in labels.items()}
+    """Every combination of ``dims`` in ``widths``, FFNets once (at the first γ: they carry none)."""
+    first_gamma = widths["gamma"].values[0] if "gamma" in widths.dims else None
+    return [labels for labels in selections(widths, dims)
+            if not (labels.get("architecture") == "ffnet" and labels.get("gamma", first_gamma) != first_gamma)]
 
 
 def _label(labels: dict, dim: str) -> str:
@@ -59,7 +53,7 @@ def tables(ds: xr.Dataset, tolerance: float) -> None:
     print("|" + "---|" * (len(dims) + len(n_values) + 3))
     for labels in _series(widths, dims):
         row = widths["required_width"].sel(labels)
-        if not np.isfinite(ds["truncation_error"].sel(labels).values).any():
+        if not any_finite(ds["truncation_error"].sel(labels)):
             continue  # no part ran this series
         cells = [f"{float(v):.0f}" if np.isfinite(v) else "—" for v in row.values]
         print("| " + " | ".join(_label(labels, d) for d in dims) + " | " + " | ".join(cells)
