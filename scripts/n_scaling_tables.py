@@ -31,13 +31,6 @@ def _interval(fit: xr.Dataset) -> str:
             f" | {int(fit['range_min'])}–{int(fit['range_max'])} ({float(fit['decades']):.2f})")
 
 
-def _series(widths: xr.Dataset, dims: list[str]):
-    """Every combination of ``dims`` in ``widths``, FFNets once (at the first γ: they carry none)."""
-    first_gamma = widths["gamma"].values[0] if "gamma" in widths.dims else None
-    return [labels for labels in selections(widths, dims)
-            if not (labels.get("architecture") == "ffnet" and labels.get("gamma", first_gamma) != first_gamma)]
-
-
 def _label(labels: dict, dim: str) -> str:
     return "—" if dim == "gamma" and labels.get("architecture") == "ffnet" else str(labels[dim])
 
@@ -51,7 +44,7 @@ def tables(ds: xr.Dataset, tolerance: float) -> None:
     print("| " + " | ".join(dims) + " | " + " | ".join(f"n = {n}" for n in n_values)
           + " | exponent in n | 95 % interval | n fitted (decades) |")
     print("|" + "---|" * (len(dims) + len(n_values) + 3))
-    for labels in _series(widths, dims):
+    for labels in selections(widths, dims):
         row = widths["required_width"].sel(labels)
         if not any_finite(ds["truncation_error"].sel(labels)):
             continue  # no part ran this series
@@ -65,7 +58,7 @@ def tables(ds: xr.Dataset, tolerance: float) -> None:
     print(f"\n### tolerance {tolerance:g}: exponent of m* in depth\n")
     print("| " + " | ".join(rest) + " | n | exponent in depth | 95 % interval | depths fitted (decades) |")
     print("|" + "---|" * (len(rest) + 4))
-    for labels in _series(in_depth, rest):
+    for labels in selections(in_depth, rest):
         for n in n_values:
             fit = in_depth.sel(labels).sel(n_train=n)
             if np.isfinite(float(fit["exponent"])):

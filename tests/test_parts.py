@@ -14,6 +14,7 @@ import nth_dynamics as nd
 from nth_dynamics._files import read_dataset, write_dataset
 from nth_dynamics.cli import main
 from nth_dynamics.pipeline.scenario import ScenarioError
+from nth_dynamics.report.series import selections, series_label
 
 # n_train and width swept, with a test point: the parts' point slots differ
 SWEEP = """\
@@ -150,6 +151,11 @@ def test_an_ffnet_part_stands_at_every_residual_scale_of_the_resnet_parts(sweep)
                                 both.truncation_error.sel(architecture="ffnet", gamma=0.5, drop=True))
     assert not bool(both.truncation_error.sel(architecture="ffnet").isnull().any())
     assert bool(both.truncation_error.sel(architecture="resnet", gamma=1.0).notnull().all())
+    # the report shows each FFNet once, without the γ it does not have; each ResNet at its γ
+    listed = selections(both.truncation_error, ["architecture", "gamma", "n_train"])
+    assert [(s["architecture"], s["gamma"]) for s in listed] == [("ffnet", 0.5)] * 2 + [("resnet", 0.5)] * 2 + [("resnet", 1.0)] * 2
+    assert [series_label(s) for s in listed[::2]] == ["architecture=ffnet, n_train=3", "architecture=resnet, gamma=0.5, n_train=3",
+                                                      "architecture=resnet, gamma=1, n_train=3"]
     lacking = ffnet.drop_vars("depth")
     with pytest.raises(ScenarioError, match="part 2: has no depth coordinate, which other parts have"):
         nd.analysis.combine([ffnet, lacking])

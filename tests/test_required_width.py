@@ -144,3 +144,20 @@ def test_the_report_draws_the_required_width_against_n_and_depth_and_tabulates_t
     assert "| n fitted (decades) | target met |" in report
     assert "| architecture=ffnet, n_train=16 | 2 |" in report
     assert "does not contradict it" in report
+
+
+def test_an_ffnet_is_one_series_across_the_residual_scales_it_does_not_have():
+    """A result over both architectures and several γ holds each FFNet at every
+    γ (broadcast): the report's series list it once, its label without γ."""
+    from nth_dynamics.report.series import repeats_ffnet, selections, series_label
+
+    grid = {"architecture": ["ffnet", "resnet"], "gamma": [0.5, 1.0], "depth": [2, 8]}
+    values = xr.DataArray(np.zeros((2, 2, 2)), coords=grid, dims=list(grid))
+    listed = selections(values, list(grid))
+    assert [tuple(s.values()) for s in listed] == [("ffnet", 0.5, 2), ("ffnet", 0.5, 8), ("resnet", 0.5, 2),
+                                                   ("resnet", 0.5, 8), ("resnet", 1.0, 2), ("resnet", 1.0, 8)]
+    assert [series_label(s) for s in listed[:3]] == ["architecture=ffnet, depth=2", "architecture=ffnet, depth=8",
+                                                     "architecture=resnet, gamma=0.5, depth=2"]
+    assert repeats_ffnet(values, {"architecture": "ffnet", "gamma": 1.0})
+    assert not repeats_ffnet(values, {"gamma": 1.0}) and not repeats_ffnet(values, {"architecture": "resnet", "gamma": 1.0})
+    assert len(selections(values, ["gamma", "depth"])) == 4  # without the architecture nothing is an FFNet

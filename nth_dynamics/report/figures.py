@@ -41,6 +41,7 @@ from .series import (
     FACET_DIMS,
     any_finite,
     geometric_mean,
+    repeats_ffnet,
     select,
     selections,
     series_label,
@@ -352,6 +353,8 @@ def _required_width_panels(ds: xr.Dataset, fits: xr.Dataset, dim: str, lines_ove
         reduced_points: list[np.ndarray] = []  # one legend entry per panel
         for k, group in enumerate(colored or [{}]):
             for architecture in architectures:
+                if repeats_ffnet(ds, {**group, **architecture}):
+                    continue
                 selection = {**group, **architecture, "order": order}
                 width = select(fits["width_at_tolerance"], selection)
                 low = select(fits["width_at_tolerance_low"], selection).values

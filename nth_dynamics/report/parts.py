@@ -53,6 +53,7 @@ from .._provenance import base_attributes
 from ..pipeline.cells import LEFT_OUT_AT_DEFAULT
 from ..pipeline.results import annotate
 from ..pipeline.scenario import SWEEP_DIMS, ScenarioError
+from .series import RESIDUAL_SCALES  # grid fields a part may lack because it has no ResNet (FFNets only)
 
 UNION_FIELDS: dict[str, str | None] = {**{field: dim for dim, field in SWEEP_DIMS.items()}, "hierarchy.orders": None}
 """Scenario field → its grid dimension: the fields whose values the combined
@@ -70,11 +71,6 @@ they are (its ``nth_failed`` is then false there)."""
 SOLVER_STATISTICS = ("nth_num_steps", "nth_num_rejected_steps", "ref_num_steps", "ref_num_rejected_steps")
 """How a solve got there, not what it found: two solves of one cell that
 agree within a tolerance > 0 may count other steps (the first part's kept)."""
-
-RESIDUAL_SCALES = ("alpha", "gamma")
-"""Grid fields a part may lack because it has no ResNet (FFNets only): the
-part then stands at every value of the union, as an FFNet does in a sweep
-over γ (its cells are the same at every γ)."""
 
 BASIS_FIELDS = ("hierarchy.basis", "hierarchy.basis_tol")
 """Fields in which parts may differ because the cells carry them
