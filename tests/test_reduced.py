@@ -308,3 +308,20 @@ def test_an_estimate_at_the_solver_tolerance_says_to_lower_rtol(training_problem
         reduced_hierarchy(
             model, x_train, y_train, ts, (3,), x_eval, accuracy=1e-9, max_enlargements=0, rtol=1e-4, atol=1e-4
         )
+
+
+def test_a_basis_of_rank_n_is_the_full_hierarchy_and_has_no_basis_error(training_problem):
+    """When the POD keeps every direction the projected hierarchy is the full
+    one: its outputs are the full solve's and its basis error is 0, not the
+    change from the smaller basis before it (which measured that basis)."""
+    model, x_train, y_train, x_eval, ts, reference = training_problem
+    n = len(x_train)
+    options = {"rtol": 1e-10, "atol": 1e-10}
+    result = reduced_hierarchy(
+        model, x_train, y_train, ts, (3,), x_eval,
+        reference=reference.f[:2, :n] - y_train, reference_f=reference.f[::4], tol=1e-30, **options,
+    )  # a seed of two snapshots (rank ≤ 2), enlarged by every direction of the solve's own residuals
+    assert result.seed_rank <= 2 and result.rank == n
+    assert float(result.basis_error[0]) == 0.0 and float(result.basis_error_ratio[0]) == 0.0
+    full = nd.solve_nth(nd.kernel_tower(model, x_train, 3, x_eval), jax.vmap(model)(x_eval), y_train, ts, **options)
+    assert float(jnp.max(jnp.abs(result.trajectories[0].f - full.f))) <= 1e-8

@@ -78,7 +78,8 @@ class ReducedHierarchy(eqx.Module):
     tower at t = 0 on ``basis`` (K2 whole, K̂(r) of shape (N_eval, n, k, …)).
     ``basis_error`` (order,): max over times and evaluation points of |Δf|,
     the change of the outputs between the last two bases (0 for p = 2, which
-    has no projected index). ``basis_error_ratio`` (order,): that divided by
+    has no projected index, and 0 when the final basis has rank n: it spans
+    every residual, so the projected hierarchy is the full one). ``basis_error_ratio`` (order,): that divided by
     ``error_scale`` — max_t E_p(t) = ‖f_ref − f̃_p‖₂/√n over the training
     points when a reference was given, else max |f̃_p − f̃_2| (the
     finite-width correction the hierarchy adds).
@@ -201,8 +202,13 @@ def reduced_hierarchy(
         basis, tower, solutions = enlarged, new_tower, new_solutions
         scale = _error_scale(orders, solutions, at_saves, y_train, reference_f, p2)
         ratio = error / scale
-        if accuracy is None or bool(jnp.all(ratio <= accuracy)) or basis.shape[1] == n:
-            break  # (a basis of rank n is the full hierarchy)
+        if basis.shape[1] == n:
+            # V spans R^n: the projected hierarchy is the full one, and what it returns has no basis error.
+            # The change from the last basis measured that basis, not this one (only solver error is left).
+            error, ratio = jnp.zeros_like(error), jnp.zeros_like(ratio)
+            break
+        if accuracy is None or bool(jnp.all(ratio <= accuracy)):
+            break
         if attempt == max_enlargements:
             worst = int(jnp.argmax(ratio))
             # the estimate is a difference of two solves: it cannot fall below their own error
