@@ -1,16 +1,17 @@
 """The tables of results/README.md, "The width needed against n and depth
-(issue 11)", from the committed parts of the p = 2 study::
+(issue 11)", from the committed parts of the study::
 
     python scripts/n_scaling_tables.py results/n_scaling_A_to128.nc results/n_scaling_B.nc … [--tolerance 0.03 0.02]
+    python scripts/n_scaling_tables.py results/n_scaling_E2.nc … --order 4 --tolerance 1e-3 4e-4
 
 Combines the parts (``nd.analysis.combine``, the same union the ``report``
 command draws) and prints, as markdown, per tolerance: the width m* at which
-max_τ E_2 falls to it (interpolated between bracketing widths: — where the
+max_τ E_p falls to it (p = ``--order``, default 2) (interpolated between bracketing widths: — where the
 swept widths do not bracket it), the exponent of m* in n with its 95 %
 bootstrap interval over seeds, and the exponent in depth per n. The report
 picks one tolerance (the level most series cross); this script shows how the
 exponents move with it. FFNets carry no γ: a part set at another γ is left
-out of their rows rather than shown twice.
+shown once (``report.series.selections``).
 """
 
 from __future__ import annotations
@@ -35,18 +36,18 @@ def _label(labels: dict, dim: str) -> str:
     return "—" if dim == "gamma" and labels.get("architecture") == "ffnet" else str(labels[dim])
 
 
-def tables(ds: xr.Dataset, tolerance: float) -> None:
-    widths = analysis.required_width(ds, tolerance, order=2).sel(order=2)
+def tables(ds: xr.Dataset, tolerance: float, order: int = 2) -> None:
+    widths = analysis.required_width(ds, tolerance, order=order).sel(order=order)
     n_values = widths["n_train"].values.tolist()
     in_n = analysis.width_exponent(widths, "n_train")
     dims = [d for d in ("architecture", "gamma", "depth") if d in widths.dims]
-    print(f"\n### tolerance {tolerance:g}: m* and its exponent in n\n")
+    print(f"\n### E_{order}, tolerance {tolerance:g}: m* and its exponent in n\n")
     print("| " + " | ".join(dims) + " | " + " | ".join(f"n = {n}" for n in n_values)
           + " | exponent in n | 95 % interval | n fitted (decades) |")
     print("|" + "---|" * (len(dims) + len(n_values) + 3))
     for labels in selections(widths, dims):
         row = widths["required_width"].sel(labels)
-        if not any_finite(ds["truncation_error"].sel(labels)):
+        if not any_finite(ds["truncation_error"].sel(labels).sel(order=order)):
             continue  # no part ran this series
         cells = [f"{float(v):.0f}" if np.isfinite(v) else "—" for v in row.values]
         print("| " + " | ".join(_label(labels, d) for d in dims) + " | " + " | ".join(cells)
@@ -55,7 +56,7 @@ def tables(ds: xr.Dataset, tolerance: float) -> None:
         return
     in_depth = analysis.width_exponent(widths, "depth")
     rest = [d for d in ("architecture", "gamma") if d in widths.dims]
-    print(f"\n### tolerance {tolerance:g}: exponent of m* in depth\n")
+    print(f"\n### E_{order}, tolerance {tolerance:g}: exponent of m* in depth\n")
     print("| " + " | ".join(rest) + " | n | exponent in depth | 95 % interval | depths fitted (decades) |")
     print("|" + "---|" * (len(rest) + 4))
     for labels in selections(in_depth, rest):
@@ -69,10 +70,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("parts", nargs="+", help="result files of the parts")
     parser.add_argument("--tolerance", type=float, nargs="+", default=[0.03, 0.02])
+    parser.add_argument("--order", type=int, default=2, help="the truncation order p of E_p")
     args = parser.parse_args()
     ds = analysis.combine(args.parts)
     for tolerance in args.tolerance:
-        tables(ds, tolerance)
+        tables(ds, tolerance, args.order)
 
 
 if __name__ == "__main__":
