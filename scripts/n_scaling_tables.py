@@ -6,11 +6,11 @@
 
 Combines the parts (``nd.analysis.combine``, the same union the ``report``
 command draws) and prints, as markdown, per tolerance: the width m* at which
-max_τ E_p falls to it (p = ``--order``, default 2) (interpolated between bracketing widths: — where the
-swept widths do not bracket it), the exponent of m* in n with its 95 %
-bootstrap interval over seeds, and the exponent in depth per n. The report
-picks one tolerance (the level most series cross); this script shows how the
-exponents move with it. FFNets carry no γ: a part set at another γ is left
+max_τ E_p (p = ``--order``, default 2) falls to it, interpolated between
+bracketing widths (— where the swept widths do not bracket it), the exponent
+of m* in n with its 95 % bootstrap interval over seeds, and the exponent in
+depth per n. The report picks one tolerance (the level most series cross);
+this script shows how the exponents move with it. FFNets carry no γ: each is
 shown once (``report.series.selections``).
 """
 

@@ -11,6 +11,7 @@ import nth_dynamics as nd
 from nth_dynamics._files import write_dataset
 from nth_dynamics.report import plots
 from nth_dynamics.report import required_width as rw
+from nth_dynamics.report.series import repeats_ffnet, selections, series_label
 
 N_EXPONENT = {"ffnet": 1.0, "resnet": 0.5}
 DEPTH_EXPONENT = {"ffnet": 0.8, "resnet": 0.0}
@@ -149,8 +150,6 @@ def test_the_report_draws_the_required_width_against_n_and_depth_and_tabulates_t
 def test_an_ffnet_is_one_series_across_the_residual_scales_it_does_not_have():
     """A result over both architectures and several γ holds each FFNet at every
     γ (broadcast): the report's series list it once, its label without γ."""
-    from nth_dynamics.report.series import repeats_ffnet, selections, series_label
-
     grid = {"architecture": ["ffnet", "resnet"], "gamma": [0.5, 1.0], "depth": [2, 8]}
     values = xr.DataArray(np.zeros((2, 2, 2)), coords=grid, dims=list(grid))
     listed = selections(values, list(grid))

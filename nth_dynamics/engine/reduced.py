@@ -79,10 +79,11 @@ class ReducedHierarchy(eqx.Module):
     ``basis_error`` (order,): max over times and evaluation points of |Δf|,
     the change of the outputs between the last two bases (0 for p = 2, which
     has no projected index, and 0 when the final basis has rank n: it spans
-    every residual, so the projected hierarchy is the full one). ``basis_error_ratio`` (order,): that divided by
-    ``error_scale`` — max_t E_p(t) = ‖f_ref − f̃_p‖₂/√n over the training
-    points when a reference was given, else max |f̃_p − f̃_2| (the
-    finite-width correction the hierarchy adds).
+    every residual, so the projected hierarchy is the full one).
+    ``basis_error_ratio`` (order,): that divided by ``error_scale`` —
+    max_t E_p(t) = ‖f_ref − f̃_p‖₂/√n over the training points when a
+    reference was given, else max |f̃_p − f̃_2| (the finite-width correction
+    the hierarchy adds).
     """
 
     orders: tuple[int, ...] = eqx.field(static=True)
