@@ -33,6 +33,7 @@ from ._progress import Progress as SweepProgress
 from ._version import __version__
 from .engine.hierarchy import SolverError
 from .pipeline.destinations import check_destination
+from .pipeline.estimates import full_rank_note
 from .pipeline.infinite_width import (
     check_study_budget,
     is_study_result,
@@ -259,6 +260,8 @@ def _validate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
     total = sum(e["seconds"] for e in estimates.values())
     out.print(f"memory budget {scenario.memory_budget_gb:g} GB; total time ≈ {_seconds(total)} (rough: "
               "compilation dominates small cells)", markup=False)
+    if note := full_rank_note([cell.spec for cell in unique]):
+        err.print(note, markup=False)
     check_budget(scenario, unique, estimates)
     return EXIT_OK
 

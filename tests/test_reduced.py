@@ -11,6 +11,7 @@ import pytest
 import nth_dynamics as nd
 from nth_dynamics.engine.basis import enlarge_basis
 from nth_dynamics.engine.kernels import default_batch_size, structured_path, tower_bytes
+from nth_dynamics.engine.hierarchy import SUCCESSFUL, SolverError
 from nth_dynamics.engine.reduced import BasisError, reduced_hierarchy
 from nth_dynamics.engine.reference import loss
 
@@ -322,6 +323,52 @@ def test_a_basis_of_rank_n_is_the_full_hierarchy_and_has_no_basis_error(training
         reference=reference.f[:2, :n] - y_train, reference_f=reference.f[::4], tol=1e-30, **options,
     )  # a seed of two snapshots (rank ≤ 2), enlarged by every direction of the solve's own residuals
     assert result.seed_rank <= 2 and result.rank == n
+    assert float(result.basis_error[0]) == 0.0 and float(result.basis_error_ratio[0]) == 0.0
+    full = nd.solve_nth(nd.kernel_tower(model, x_train, 3, x_eval), jax.vmap(model)(x_eval), y_train, ts, **options)
+    assert float(jnp.max(jnp.abs(result.trajectories[0].f - full.f))) <= 1e-8
+
+
+def test_a_truncation_that_blows_up_is_returned_and_the_other_orders_still_judged():
+    """A width-4 FFNet trained to t = 20 whose p = 3 truncation blows up while
+    p = 4 does not (checked on the full hierarchy first). ``throw=False`` (a
+    sweep's ``on_failure: record``) returns the failed order, inf from where it
+    stopped and without a basis-error estimate, and still estimates and
+    returns p = 4 on a basis smaller than n; the default raises."""
+    x_train = sphere(jax.random.split(jax.random.key(0), 3)[0], 16)
+    y_train = jnp.sin(2 * x_train[:, 0]) + x_train[:, 1]
+    model = nd.FFNet(3, 4, 1, key=jax.random.key(2))
+    ts = jnp.linspace(0.0, 20.0, 9)
+    options = {"rtol": 1e-9, "atol": 1e-9, "max_steps": 4000}
+    full_tower, f0 = nd.kernel_tower(model, x_train, 4), jax.vmap(model)(x_train)
+    full = {p: nd.solve_nth(full_tower[: p - 1], f0, y_train, ts, throw=False, **options) for p in (3, 4)}
+    assert int(full[3].stats["result"]) != SUCCESSFUL and int(full[4].stats["result"]) == SUCCESSFUL
+    with pytest.raises(SolverError, match="max"):
+        reduced_hierarchy(model, x_train, y_train, ts, (3, 4), tol=1e-6, **options)
+    result = reduced_hierarchy(model, x_train, y_train, ts, (3, 4), tol=1e-6, accuracy=None, throw=False, **options)
+    p3, p4 = result.trajectories
+    assert result.rank < len(x_train)
+    assert int(p3.stats["result"]) != SUCCESSFUL and jnp.isinf(p3.f[-1]).all() and jnp.isnan(result.basis_error[0])
+    assert int(p4.stats["result"]) == SUCCESSFUL and jnp.isfinite(result.basis_error[1])
+    assert float(jnp.max(jnp.abs(p4.f - full[4].f))) <= float(result.basis_error[1])
+
+
+def test_a_seed_of_rank_n_is_solved_once_without_enlarging(training_problem, monkeypatch):
+    """A seed that already spans R^n (the reference's whole trajectory at a
+    tiny tol) is the full hierarchy: no enlargement, one projected tower (the
+    K2 of the p = 2 seed solve besides), basis error 0, the full solve's outputs."""
+    model, x_train, y_train, x_eval, ts, reference = training_problem
+    n = len(x_train)
+    calls = []
+    def counted(*args, **kwargs):
+        calls.append(args[2])
+        return nd.kernel_tower(*args, **kwargs)
+    monkeypatch.setattr("nth_dynamics.engine.reduced.kernel_tower", counted)
+    options = {"rtol": 1e-10, "atol": 1e-10}
+    result = reduced_hierarchy(
+        model, x_train, y_train, ts, (3,), x_eval, reference=reference.f[:, :n] - y_train,
+        reference_f=reference.f[::4], tol=1e-30, **options,
+    )
+    assert result.seed_rank == result.rank == n and calls == [2, 3]
     assert float(result.basis_error[0]) == 0.0 and float(result.basis_error_ratio[0]) == 0.0
     full = nd.solve_nth(nd.kernel_tower(model, x_train, 3, x_eval), jax.vmap(model)(x_eval), y_train, ts, **options)
     assert float(jnp.max(jnp.abs(result.trajectories[0].f - full.f))) <= 1e-8

@@ -7,6 +7,7 @@ import pytest
 import xarray as xr
 
 from nth_dynamics.cli import main
+from nth_dynamics.pipeline.estimates import planned_rank
 from nth_dynamics.pipeline.scenario import parse_scenario
 
 SCENARIO = """\
@@ -72,7 +73,6 @@ def test_the_default_basis_keeps_cell_ids():
 @pytest.mark.parametrize(
     ("hierarchy", "field"),
     [
-        (", basis: reduced, on_failure: record", "hierarchy.on_failure"),
         (", basis_tol: 1.0e-6", "hierarchy.basis_tol"),
         (", basis: pod", "hierarchy.basis"),
         (", basis: reduced, basis_tol: 0", "hierarchy.basis_tol"),
@@ -89,7 +89,38 @@ def test_bad_basis_settings_are_one_line_errors(tmp_path, capsys, hierarchy, fie
 def test_validate_says_when_the_reduced_basis_would_fit(tmp_path, capsys):
     big = SCENARIO.format(name="big", basis="").replace("n_train: 16", "n_train: 128").replace("[2, 3, 4]", "[2, 4]")
     scenario = tmp_path / "big.yaml"
-    scenario.write_text(big + "memory_budget_gb: 3\n")  # full ≈ 5.6 GB, reduced (rank 32) ≈ 2.5 GB
+    scenario.write_text(big + "memory_budget_gb: 3\n")  # full ≈ 5.6 GB, reduced (rank 16) ≈ 2.5 GB
     assert main(["validate", str(scenario)]) == 2
     err = capsys.readouterr().err.strip()
     assert "memory_budget_gb" in err and "hierarchy.basis: reduced" in err and "\n" not in err
+
+
+def test_a_reduced_sweep_records_the_solves_that_stop_early(tmp_path, capsys):
+    """``on_failure: record`` with ``basis: reduced``: a step budget too small
+    for any NTH solve still writes the cell, flags every (seed, order), leaves
+    the reference whole and stores no basis-error estimate for the failures."""
+    scenario = tmp_path / "record.yaml"
+    scenario.write_text(SCENARIO.format(name="record", basis=REDUCED + ", on_failure: record, max_steps: 2")
+                        .replace("[2, 3, 4]", "[2, 3]"))
+    result = tmp_path / "record.nc"
+    assert main(["simulate", str(scenario), "-o", str(result), "--quiet"]) == 0
+    assert capsys.readouterr().err.strip().startswith("note: 4 of 4 NTH solves (p=2, p=3) stopped before the last save")
+    ds = xr.load_dataset(result)
+    assert bool(ds.nth_failed.all()) and np.isinf(ds.truncation_error.isel(time=-1)).all()
+    assert np.isfinite(ds.f_ref).all() and (ds.basis_rank >= 1).all()
+    assert ds.basis_error.sel(order=3).isnull().all()
+
+
+def test_validate_plans_a_reduced_cell_at_equal_progress_at_rank_n(tmp_path, capsys):
+    """At time.unit n_over_lambda_min the residual keeps every mode to t1, so
+    the plan is rank n (as measured) and validate says the basis saves nothing."""
+    plain = SCENARIO.format(name="tau", basis=REDUCED).replace("n_train: 16", "n_train: 32")
+    text = plain.replace("t1: 2.0", "unit: n_over_lambda_min, t1: 1.0")
+    scenario = tmp_path / "tau.yaml"
+    scenario.write_text(text)
+    (cell,) = parse_scenario(text, source="tau.yaml").cells()
+    assert planned_rank(cell.spec) == 32
+    assert planned_rank(parse_scenario(plain, source="t.yaml").cells()[0].spec) < 32  # time.unit t: rank 16
+    assert main(["validate", str(scenario)]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("note: 1 reduced cell planned at rank n") and "saves nothing" in err and "\n" not in err

@@ -45,10 +45,11 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PyTree
 
 from .basis import enlarge_basis, residual_basis
-from .hierarchy import Trajectory, closed_form_p2, solve_nth
+from .hierarchy import SUCCESSFUL, Trajectory, closed_form_p2, solve_nth
 from .losses import AbstractLoss, resolve_loss
 from .kernels import Tower, basis_chunk, kernel_tower
 
@@ -79,7 +80,11 @@ class ReducedHierarchy(eqx.Module):
     ``basis_error`` (order,): max over times and evaluation points of |Δf|,
     the change of the outputs between the last two bases (0 for p = 2, which
     has no projected index, and 0 when the final basis has rank n: it spans
-    every residual, so the projected hierarchy is the full one).
+    every residual, so the projected hierarchy is the full one; NaN for an
+    order whose final solve stopped before t1 — a truncation that blew up,
+    inf from there on, as its ``stats["result"]`` says, which the caller
+    records or refuses; an order whose solve stopped only on the smaller
+    basis is enlarged again, as no change can be measured from it).
     ``basis_error_ratio`` (order,): that divided by ``error_scale`` —
     max_t E_p(t) = ‖f_ref − f̃_p‖₂/√n over the training points when a
     reference was given, else max |f̃_p − f̃_2| (the finite-width correction
@@ -120,6 +125,7 @@ def reduced_hierarchy(
     atol: float = 1e-9,
     max_steps: int = 100_000,
     loss: str | AbstractLoss = "mse",
+    throw: bool = True,
 ) -> ReducedHierarchy:
     """The NTH truncated at each of ``orders``, on a reduced basis built from
     the network's own trajectories, with its error estimate (module docstring).
@@ -148,8 +154,12 @@ def reduced_hierarchy(
         solver, rtol, atol, max_steps, loss: as for :func:`~nth_dynamics.solve_nth`.
             Every projected index is contracted with ℓ′, so the basis is the
             POD of ℓ′ trajectories (for the squared loss, of residuals).
+        throw: as for :func:`~nth_dynamics.solve_nth`; False returns an
+            order whose solve stopped early (inf from there on, its basis
+            error NaN) and keeps judging the basis of the others.
 
     Raises:
+        SolverError: a solve failed and ``throw``.
         BasisError: the estimate still exceeds ``accuracy`` after
             ``max_enlargements`` further enlargements.
     """
@@ -159,7 +169,7 @@ def reduced_hierarchy(
     loss = resolve_loss(loss)
     n, order = x_train.shape[0], max(orders)
     tower_options = {"filter_spec": filter_spec, "batch_size": batch_size}
-    solve_options = {"solver": solver, "rtol": rtol, "atol": atol, "max_steps": max_steps}
+    solve_options = {"solver": solver, "rtol": rtol, "atol": atol, "max_steps": max_steps, "throw": throw}
     grid, at_saves = _sampling_grid(ts)
     f0 = jax.vmap(model)(x_eval)
     (ntk0,) = kernel_tower(model, x_train, 2, x_eval, **tower_options)
@@ -195,11 +205,18 @@ def reduced_hierarchy(
         ]
 
     tower, solutions = solve_all(basis)
-    for attempt in range(max_enlargements + 1):
-        own = [loss.derivative(s.f[:, :n], y_train) for p, s in zip(orders, solutions) if p > 2]
+    scale = _error_scale(orders, solutions, at_saves, y_train, reference_f, p2)
+    # a seed of rank n spans R^n: its hierarchy is the full one (no basis error), and enlarging it would only
+    # compute the same tower again (at time.unit n_over_lambda_min every seed of results/n_scaling_H32* did)
+    error = ratio = jnp.zeros(len(orders), scale.dtype)
+    for attempt in range(max_enlargements + 1 if seed_rank < n else 0):
+        # a truncation that blew up is inf from where its solve stopped: its snapshots before that still count
+        own = [_finite_rows(loss.derivative(s.f[:, :n], y_train)) for p, s in zip(orders, solutions) if p > 2]
         enlarged = enlarge(basis, jnp.concatenate(own or [seed]))
         new_tower, new_solutions = solve_all(enlarged)
+        compared = jnp.asarray([_reached_t1(a) and _reached_t1(b) for a, b in zip(new_solutions, solutions)])
         error = jnp.stack([jnp.max(jnp.abs(a.f - b.f)) for a, b in zip(new_solutions, solutions)])
+        error = jnp.where(compared, error, jnp.nan)  # no estimate where either solve stopped early
         basis, tower, solutions = enlarged, new_tower, new_solutions
         scale = _error_scale(orders, solutions, at_saves, y_train, reference_f, p2)
         ratio = error / scale
@@ -208,10 +225,20 @@ def reduced_hierarchy(
             # The change from the last basis measured that basis, not this one (only solver error is left).
             error, ratio = jnp.zeros_like(error), jnp.zeros_like(ratio)
             break
-        if accuracy is None or bool(jnp.all(ratio <= accuracy)):
+        # an order whose final solve stopped early is a failure of the truncated dynamics, not of the
+        # basis: its outputs are inf and the caller records or refuses it (Trajectory.stats["result"])
+        judged = [i for i, s in enumerate(solutions) if _reached_t1(s)]
+        if accuracy is None or all(bool(ratio[i] <= accuracy) for i in judged):
             break
         if attempt == max_enlargements:
-            worst = int(jnp.argmax(ratio))
+            rejected = [i for i in judged if not bool(ratio[i] <= accuracy)]
+            worst = max(rejected, key=lambda i: float(jnp.nan_to_num(ratio[i], nan=jnp.inf)))
+            if bool(jnp.isnan(ratio[worst])):
+                raise BasisError(
+                    f"reduced basis of rank {basis.shape[1]} (of n = {n}): the p = {orders[worst]} hierarchy on the "
+                    f"smaller basis before it stopped before t1, so its basis error cannot be estimated; use the full "
+                    f"basis, or raise max_steps"
+                )
             # the estimate is a difference of two solves: it cannot fall below their own error
             floor = rtol * float(jnp.max(jnp.abs(solutions[worst].f))) + atol
             remedy = "use the full basis, or lower tol"
@@ -230,6 +257,17 @@ def reduced_hierarchy(
         orders=orders, trajectories=trajectories, basis=basis, seed_rank=seed_rank, tower=tower,
         basis_error=error, basis_error_ratio=ratio, error_scale=scale,
     )
+
+
+def _reached_t1(solution: Trajectory) -> bool:
+    """Whether a solve reached its last save time (its Diffrax result is success)."""
+    return bool(jnp.all(jnp.asarray(solution.stats["result"]) == SUCCESSFUL))
+
+
+def _finite_rows(snapshots: Array) -> Array:
+    """The snapshots before a failed solve stopped (Diffrax saves inf after
+    that); all of them for a solve that reached t1."""
+    return snapshots[np.asarray(jnp.all(jnp.isfinite(snapshots), axis=1))]
 
 
 def _sampling_grid(ts: Array) -> tuple[Array, Array]:

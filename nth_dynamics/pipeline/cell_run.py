@@ -199,12 +199,13 @@ def _run_seed_batch_reduced(cell: Cell, data, seeds: list[int], ts, batch_size: 
                     model, data.x_train, data.y_train, ts[i], hierarchy.orders, data.x_eval,
                     reference=loss.derivative(ref.f[i][:, :n], data.y_train), reference_f=ref.f[i],
                     tol=hierarchy.basis_tol, batch_size=batch_size, solver=hierarchy.solver, rtol=hierarchy.rtol,
-                    atol=hierarchy.atol, max_steps=hierarchy.max_steps, loss=loss,
+                    atol=hierarchy.atol, max_steps=hierarchy.max_steps, loss=loss, throw=False,
                 )
             except BasisError as error:
                 raise SolverError(f"cell {cell.id} ({cell.label()}), seed {seeds[i]}: {error}") from None
-            for p, trajectory in zip(solve.orders, solve.trajectories):
-                _check(trajectory, f"NTH p={p} (reduced basis, seed {seeds[i]})", cell)
+            if hierarchy.on_failure == "stop":
+                for p, trajectory in zip(solve.orders, solve.trajectories):
+                    _check(trajectory, f"NTH p={p} (reduced basis, seed {seeds[i]})", cell)
             solves.append(solve)
     nth = [jax.tree.map(lambda *parts: np.stack(parts), *[s.trajectories[j] for s in solves])
            for j in range(len(hierarchy.orders))]

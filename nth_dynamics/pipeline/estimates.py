@@ -28,7 +28,8 @@ the POD has chosen it: the enlarged ranks measured at basis_tol 1e−12 were
 not growing with n (benchmarks/reduced.py), and 16 once rounded up to whole
 direction chunks (n = 128, both seeds of benchmarks/reduced_cell.yaml). A
 cell records the k it used (``basis_rank``); the memory plan has room for
-more (it errs high, :func:`~nth_dynamics.engine.kernels.tower_bytes`)."""
+more (it errs high, :func:`~nth_dynamics.engine.kernels.tower_bytes`).
+Not at ``time.unit: n_over_lambda_min``: see :func:`planned_rank`."""
 REDUCED_TOWERS = 2
 """Projected towers a reduced cell computes per seed: on the seed basis and on
 the enlarged one (a second enlargement is rare)."""
@@ -158,8 +159,27 @@ def parameter_counts_of(shapes: AbstractNetwork) -> tuple[int, int]:
 
 def planned_rank(spec: CellSpec) -> int:
     """The trailing size of the tower a cell plans for: n (full), or the
-    planned basis rank (reduced; at most n)."""
-    return spec.n_train if spec.hierarchy.basis == "full" else min(spec.n_train, PLANNED_RANK)
+    planned basis rank (reduced; at most n).
+
+    A reduced cell at ``time.unit: n_over_lambda_min`` is planned at rank n:
+    by t1 = 1 (n/λ_min) even the slowest mode of K2 has decayed by e⁻¹, so the
+    residual's modes are far apart in time and none falls below basis_tol
+    (measured: rank n at n = 32 for every seed of the five reduced cells of
+    results/n_scaling_H32*.nc), and then solved once, as the full hierarchy
+    (:func:`full_rank_note`)."""
+    if spec.hierarchy.basis == "full" or spec.time.unit == "n_over_lambda_min":
+        return spec.n_train
+    return min(spec.n_train, PLANNED_RANK)
+
+
+def full_rank_note(specs: list[CellSpec]) -> str | None:
+    """What ``validate`` says when reduced cells are planned at rank n."""
+    full_rank = [spec for spec in specs if spec.hierarchy.basis == "reduced" and planned_rank(spec) == spec.n_train]
+    if not full_rank:
+        return None
+    return (f"note: {len(full_rank)} reduced cell{'s' * (len(full_rank) != 1)} planned at rank n: at time.unit "
+            "n_over_lambda_min every mode of the residual stays above basis_tol up to t1, so the reduced basis is the "
+            "full one (basis error 0) and saves nothing over hierarchy.basis: full")
 
 
 def _solver_copies(solver: str, state: int) -> int:
@@ -174,15 +194,16 @@ def _seconds(spec: CellSpec, n: int, n_eval: int, n_trained: int) -> float:
     orders = spec.hierarchy.orders
     k2 = 6.0 * (n_eval + n) * n_trained  # one forward and backward pass per point
     k = planned_rank(spec)
-    solves = 1 if spec.hierarchy.basis == "full" else REDUCED_SOLVES
-    towers = 1 if spec.hierarchy.basis == "full" else REDUCED_TOWERS
+    once = spec.hierarchy.basis == "full" or k == n  # a reduced seed of rank n is not enlarged (engine.reduced)
+    solves = 1 if once else REDUCED_SOLVES
+    towers = 1 if once else REDUCED_TOWERS
     tower = towers * sum(k2 * (2 * k) ** (r - 2) for r in range(2, max(orders) + 1))
     state = n_eval * (1 + sum(n * k ** (r - 2) for r in range(2, max(orders) + 1)))
     nth = solves * len(orders) * 100 * 7 * 2 * state * k
     reference = 100 * 7 * 6 * n * n_trained + spec.time.n_saves * k2
     flops = seeds * (tower + nth + reference)
     # a reduced cell compiles its tower and solves anew for each basis rank, seed by seed
-    compiles = len(orders) + 2 if spec.hierarchy.basis == "full" else 2 + seeds * solves * (len(orders) + 1)
+    compiles = len(orders) + 2 if once else 2 + seeds * solves * (len(orders) + 1)
     return flops / FLOPS_PER_SECOND + COMPILE_SECONDS * compiles
 
 
@@ -223,4 +244,6 @@ def _reduced_hint(spec: CellSpec, budget: float, model: ModelFactory | None = No
     return f", or hierarchy.basis: reduced (≈ {need / 1e9:.3g} GB at rank {planned_rank(reduced)})" if need <= budget else ""
 
 
-__all__ = ["PLANNED_RANK", "check_budget", "estimate_cell", "estimate_spec", "network_counts", "planned_rank"]
+__all__ = [
+    "PLANNED_RANK", "check_budget", "estimate_cell", "estimate_spec", "full_rank_note", "network_counts", "planned_rank",
+]

@@ -330,9 +330,6 @@ def _resolve(scn: Scenario, source: str, base_dir: Path) -> Scenario:
             f"allowed: 't' with {ref.method}, or reference.method gradient_flow",
         )
     hierarchy = scn.hierarchy
-    if hierarchy.basis == "reduced" and hierarchy.on_failure == "record":
-        _fail(source, "hierarchy.on_failure", "got 'record', allowed: 'stop' with basis reduced (a reduced solve "
-              "that fails, or whose basis error is too large, stops the sweep)")
     if hierarchy.basis == "full" and "basis_tol" in hierarchy.model_fields_set:
         _fail(source, "hierarchy.basis_tol", "applies only to basis reduced; allowed: remove it, or basis: reduced")
     if time.t_min is not None:
