@@ -33,7 +33,7 @@ from ._progress import Progress as SweepProgress
 from ._version import __version__
 from .engine.hierarchy import SolverError
 from .pipeline.destinations import check_destination
-from .pipeline.estimates import full_rank_note
+from .pipeline.estimates import estimate_seconds, full_rank_note
 from .pipeline.infinite_width import (
     check_study_budget,
     is_study_result,
@@ -242,6 +242,7 @@ def _validate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
     cells = scenario.cells()
     unique = list({cell.id: cell for cell in cells}.values())
     estimates = {cell.id: estimate_cell(cell) for cell in unique}
+    seconds = {cell.id: estimate_seconds(cell.spec, cell.model) for cell in unique}
     table = Table(title=f"{len(unique)} cell{'s' * (len(unique) != 1)} × {len(scenario.seed)} seeds "
                   f"→ {scenario.output_path()}")
     for column in ("cell id", *scenario.grid(), "tower chunk", "memory", "time (rough)"):
@@ -254,12 +255,12 @@ def _validate(args: argparse.Namespace, err: Console, argv: Sequence[str]) -> in
             memory = f"[red]{memory} > budget[/red]"
         table.add_row(
             cell.id, *(str(v) for v in cell.coords.values()), str(estimate["batch_size"]), memory,
-            _seconds(estimate["seconds"]),
+            _seconds(seconds[cell.id]),
         )
     out.print(table)
-    total = sum(e["seconds"] for e in estimates.values())
-    out.print(f"memory budget {scenario.memory_budget_gb:g} GB; total time ≈ {_seconds(total)} (rough: "
-              "compilation dominates small cells)", markup=False)
+    out.print(f"memory budget {scenario.memory_budget_gb:g} GB; total time ≈ {_seconds(sum(seconds.values()))} "
+              "(rough: compilation dominates small cells)",
+              markup=False)
     if note := full_rank_note([cell.spec for cell in unique]):
         err.print(note, markup=False)
     check_budget(scenario, unique, estimates)

@@ -25,7 +25,7 @@ from nth_dynamics._schema import ScenarioError
 from nth_dynamics.data import make_data
 from nth_dynamics.engine.kernels import kernel_tower
 from nth_dynamics.engine.networks import parameter_counts, resolve_dense_options
-from nth_dynamics.pipeline.cell_run import data_key, network_keys
+from nth_dynamics.pipeline.cells import data_key, network_keys
 from nth_dynamics.pipeline.scenario import parse_scenario
 from nth_dynamics.pipeline.sweep import _add_scalar_coordinates, run_cell
 

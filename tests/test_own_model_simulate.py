@@ -17,7 +17,7 @@ import pytest
 import nth_dynamics as nd
 from nth_dynamics.data import make_data
 from nth_dynamics.pipeline import execution
-from nth_dynamics.pipeline.cell_run import data_key, network_keys
+from nth_dynamics.pipeline.cells import data_key, network_keys
 from nth_dynamics.pipeline.cells import Cell, ModelFactory
 from nth_dynamics.pipeline.estimates import estimate_spec, network_counts
 from nth_dynamics.pipeline.scenario import parse_scenario

@@ -33,7 +33,7 @@ from ..engine.networks import make_ensemble, stack_ensemble
 from ..engine.optimizers import make_optimizer
 from ..engine.reduced import BasisError, reduced_hierarchy
 from ..engine.reference import gradient_descent, gradient_flow, optax_reference
-from .cells import Cell, CellSpec
+from .cells import Cell, CellSpec, data_key, network_keys
 from .estimates import estimate_cell
 from .results import cell_dataset
 from .schema import descent_steps, save_times
@@ -290,16 +290,6 @@ def _time_scale(ntk0, unit: str, cell: Cell, seeds: Sequence[int]) -> np.ndarray
     return ntk0.shape[-1] / lam
 
 
-def data_key(seed: int) -> jax.Array:
-    """PRNG key of the data: independent of the network keys of the same seed."""
-    return jax.random.fold_in(jax.random.key(seed), 0xDA7A)
-
-
-def network_keys(seeds: Sequence[int]) -> jax.Array:
-    """One PRNG key per network seed, stacked (the ensemble axis)."""
-    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 1))(jnp.asarray(seeds))
-
-
 def _check(trajectory, what: str, cell: Cell) -> None:
     try:
         check_solution(trajectory, what)
@@ -375,4 +365,4 @@ def _over_seeds(one: Callable, *batched):
 
 
 
-__all__ = ["SharedTowers", "data_key", "network_keys", "run_cell"]
+__all__ = ["SharedTowers", "run_cell"]

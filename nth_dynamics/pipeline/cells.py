@@ -16,12 +16,13 @@ import hashlib
 import inspect
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from .._schema import Activation, Group, Section
@@ -155,6 +156,16 @@ class CellSpec(Section):
         return self.model_copy(update={"network": self.network.model_copy(update={"output_scale": 1.0})}).id(model)
 
 
+def data_key(seed: int) -> jax.Array:
+    """PRNG key of a cell's data (``data.seed``): independent of the network keys of the same seed."""
+    return jax.random.fold_in(jax.random.key(seed), 0xDA7A)
+
+
+def network_keys(seeds: Sequence[int]) -> jax.Array:
+    """One PRNG key per network seed, stacked (the ensemble axis)."""
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 1))(jnp.asarray(seeds))
+
+
 FACTORY_KEYWORDS = ("d", "width", "depth", "activation")
 """What a user's model factory receives besides the key: ``factory(key, d=…,
 width=…, depth=…, activation=…)``, the input dimension and the cell's
@@ -284,4 +295,7 @@ class Cell:
         return ", ".join(f"{k}={v}" for k, v in self.coords.items())
 
 
-__all__ = ["FACTORY_KEYWORDS", "LEFT_OUT_AT_DEFAULT", "Cell", "CellSpec", "ModelFactory", "NetworkSpec", "parameter_sizes"]
+__all__ = [
+    "FACTORY_KEYWORDS", "LEFT_OUT_AT_DEFAULT", "Cell", "CellSpec", "ModelFactory", "NetworkSpec", "data_key", "network_keys",
+    "parameter_sizes",
+]

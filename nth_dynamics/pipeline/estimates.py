@@ -4,22 +4,45 @@ the seeds run together); the budget check of a whole sweep."""
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from .._cost import COMPILE_SECONDS, FLOPS_PER_SECOND
 from .._schema import ScenarioError
+from ..data import make_data
 from ..engine.function_model import activation_count
 from ..engine.kernels import compile_bytes, tower_bytes
 from ..engine.networks import AbstractNetwork, parameter_counts
-from .cells import Cell, CellSpec, ModelFactory, parameter_sizes
+from ..theory import limits
+from .cells import Cell, CellSpec, ModelFactory, data_key, parameter_sizes
 from .scenario import Scenario
+from .schema import DESCENT_METHODS, descent_steps
 
 SOLVER_STAGES = {"tsit5": 7, "dopri5": 7, "dopri8": 13, "heun": 2, "bosh3": 4, "kvaerno5": 7}
 """Vector-field evaluations kept per step (the memory of a Runge–Kutta step)."""
+SOLVER_ORDERS = {"tsit5": 5, "dopri5": 5, "dopri8": 8, "heun": 2, "bosh3": 3, "kvaerno5": 5}
+"""Order of each solver: an accuracy-bound step count grows like rtol^(−1/order)."""
 IMPLICIT_SOLVERS = {"kvaerno5"}
+
+ASSUMED_STEPS = 100
+"""Steps of an adaptive solve whose kernel cannot be planned (a user's model)."""
+STEPS_PER_ROOT_STIFFNESS = 18.0
+"""Adaptive Tsit5 steps at rtol 1e−9 per √(1 + t1·λ_max/n) of the infinite-width
+NTK (:func:`planned_steps`), fitted to the reference solves of the committed
+cells of results/n_scaling.cells at widths m ≥ 8n (benchmarks/estimates.py)."""
+NARROW_WIDTH_RATE = 0.45
+"""Growth of the step count with n/m, as exp(0.45·n/m): a narrow network's
+λ_min(K2₀) falls below the infinite-width one's, and at time.unit
+n_over_lambda_min its t1 grows with it (measured ×1.5, 2.2–3.1, 3.2–7.8 and
+15–36 at n/m = 1, 2, 4, 8, the same cells; the n = 256, width-16 cells hit
+max_steps = 100000)."""
 
 PLANNED_RANK = 16
 """The basis rank k that ``hierarchy.basis: reduced`` is planned for before
@@ -44,9 +67,9 @@ def estimate_cell(cell: Cell) -> dict[str, Any]:
 
 
 def estimate_spec(spec: CellSpec, model: ModelFactory | None = None) -> dict[str, Any]:
-    """Rough peak memory (bytes) and run time (seconds) of a cell, before
-    allocating anything, and the direction chunk (``batch_size``) of its
-    kernel tower.
+    """Rough peak memory (bytes) of a cell, before allocating anything, and
+    the direction chunk (``batch_size``) of its kernel tower (its run time:
+    :func:`estimate_seconds`).
 
     Memory: the solver state ((stages + 3) copies of the NTH state, or of
     the trained parameters for the reference), the saved trajectories and the
@@ -116,7 +139,6 @@ def estimate_spec(spec: CellSpec, model: ModelFactory | None = None) -> dict[str
     return {
         "bytes": int(total),
         "parts": parts,
-        "seconds": _seconds(spec, n, n_eval, n_trained),
         "batch_size": batch,
         "seed_batch": seed_batch,
     }
@@ -187,9 +209,60 @@ def _solver_copies(solver: str, state: int) -> int:
     return copies + state**2 if solver in IMPLICIT_SOLVERS else copies
 
 
-def _seconds(spec: CellSpec, n: int, n_eval: int, n_trained: int) -> float:
-    """Very rough: K2 costs a forward and backward pass per point, each
-    further level ~2 JVPs per direction of the one below; the solves assume ~100 steps; plus compilation per stage."""
+def planned_steps(spec: CellSpec, model: ModelFactory | None = None) -> float:
+    """Rough number of steps of the cell's adaptive solves (the reference's
+    gradient flow and the NTH: both follow the kernel K2 of one network).
+
+    Gradient flow on the 1/(2n) loss moves the residual's modes at rates
+    λ_i/n of K2, up to ``t1``, so the step count grows with the stiffness
+    t1·λ_max/n: measured, like its square root (the solves are bound by
+    accuracy at rtol 1e−9, not by stability), ``STEPS_PER_ROOT_STIFFNESS`` ×
+    √(1 + t1·λ_max/n) with λ_max of the infinite-width NTK
+    (:func:`nth_dynamics.limits.ntk`) on the cell's own training points and
+    t1 = τ1·n/λ_min at ``time.unit: n_over_lambda_min``; × exp(0.45·n/m) for
+    narrow networks (:data:`NARROW_WIDTH_RATE`), × (rtol/1e−9)^(−1/order).
+    ``ASSUMED_STEPS`` for a user's model, whose limit kernel is not known.
+    """
+    if model is not None:
+        return float(ASSUMED_STEPS)
+    network = spec.network
+    options = {key: value for key, value in network.options().items() if key != "output_scale"}
+    try:
+        lam_min, lam_max = _ntk_extremes(  # JSON: hashable, for the cache
+            json.dumps(spec.data_mapping(), sort_keys=True), network.architecture, network.depth,
+            json.dumps(options, sort_keys=True),
+        )
+    except ValueError:  # a network the limit kernels do not cover (the one-matrix branch's activation readout)
+        return float(ASSUMED_STEPS)
+    scale = network.output_scale ** 2  # f_α = α·f: its kernel is α²K
+    n = spec.n_train
+    t1 = spec.time.t1 * (n / lam_min if spec.time.unit == "n_over_lambda_min" else scale)
+    stiffness = t1 * lam_max / n
+    accuracy = (spec.reference.rtol / 1e-9) ** (-1 / SOLVER_ORDERS.get(spec.reference.solver, 5))
+    narrow = math.exp(NARROW_WIDTH_RATE * n / network.width)
+    return STEPS_PER_ROOT_STIFFNESS * math.sqrt(1 + stiffness) * accuracy * narrow
+
+
+@functools.lru_cache(maxsize=256)
+def _ntk_extremes(data: str, architecture: str, depth: int, options: str) -> tuple[float, float]:
+    """(λ_min, λ_max) of the infinite-width NTK on a cell's training points
+    (cached: every width of a sweep shares them)."""
+    mapping = json.loads(data)
+    x_train = make_data(mapping, data_key(mapping["seed"]), jnp.float64).x_train
+    # 16 Gauss–Hermite nodes: the extremes to ~5 %, 10× faster than the default (a plan, not a result)
+    kernel = limits.ntk(x_train, None, architecture, depth, quadrature_nodes=16, **json.loads(options))
+    eigenvalues = np.linalg.eigvalsh(np.asarray(kernel, dtype=np.float64))
+    return float(max(eigenvalues[0], 1e-12 * eigenvalues[-1])), float(eigenvalues[-1])
+
+
+def estimate_seconds(spec: CellSpec, model: ModelFactory | None = None) -> float:
+    """Rough run time of a cell (``validate``'s "time (rough)"): K2 costs a
+    forward and backward pass per point, each further level ~2 JVPs per
+    direction of the one below; the solves take :func:`planned_steps` steps
+    (a descent reference t1/lr, one gradient each); plus compilation per
+    stage. Measured against the committed cells: benchmarks/estimates.py."""
+    n, n_eval = spec.n_train, spec.n_eval
+    n_trained = network_counts(spec, model)[1]
     seeds = len(spec.seeds)
     orders = spec.hierarchy.orders
     k2 = 6.0 * (n_eval + n) * n_trained  # one forward and backward pass per point
@@ -197,10 +270,15 @@ def _seconds(spec: CellSpec, n: int, n_eval: int, n_trained: int) -> float:
     once = spec.hierarchy.basis == "full" or k == n  # a reduced seed of rank n is not enlarged (engine.reduced)
     solves = 1 if once else REDUCED_SOLVES
     towers = 1 if once else REDUCED_TOWERS
+    steps = planned_steps(spec, model)
     tower = towers * sum(k2 * (2 * k) ** (r - 2) for r in range(2, max(orders) + 1))
     state = n_eval * (1 + sum(n * k ** (r - 2) for r in range(2, max(orders) + 1)))
-    nth = solves * len(orders) * 100 * 7 * 2 * state * k
-    reference = 100 * 7 * 6 * n * n_trained + spec.time.n_saves * k2
+    nth = solves * len(orders) * steps * SOLVER_STAGES.get(spec.hierarchy.solver, 7) * 2 * state * k
+    if spec.reference.method in DESCENT_METHODS:
+        reference_evaluations = descent_steps(spec.time, spec.reference)[0]  # one gradient a step
+    else:
+        reference_evaluations = steps * SOLVER_STAGES.get(spec.reference.solver, 7)
+    reference = reference_evaluations * 6 * n * n_trained + spec.time.n_saves * k2
     flops = seeds * (tower + nth + reference)
     # a reduced cell compiles its tower and solves anew for each basis rank, seed by seed
     compiles = len(orders) + 2 if once else 2 + seeds * solves * (len(orders) + 1)
@@ -245,5 +323,6 @@ def _reduced_hint(spec: CellSpec, budget: float, model: ModelFactory | None = No
 
 
 __all__ = [
-    "PLANNED_RANK", "check_budget", "estimate_cell", "estimate_spec", "full_rank_note", "network_counts", "planned_rank",
+    "PLANNED_RANK", "check_budget", "estimate_cell", "estimate_seconds", "estimate_spec", "full_rank_note",
+    "network_counts", "planned_rank", "planned_steps",
 ]
