@@ -367,3 +367,25 @@ def test_report_of_full_and_reduced_parts_says_which_cells_were_reduced(bases, s
     message = str(error.value)
     assert message.startswith(f"{reduced}: holds the cell n_train=5, width=6 in the reduced basis, which "
                               f"{paths['b']} holds in the full basis") and "\n" not in message
+
+
+def test_the_required_width_figure_lists_only_the_series_some_part_ran():
+    """Parts of FFNets at depth 2 and ResNets at depth 8 combine into a grid
+    with both architectures at both depths: the two series no part ran are
+    not drawn or listed; the bound guides do not set the axis range."""
+    from nth_dynamics.report import figures
+
+    whole = read_dataset(E4)
+    combined = nd.analysis.combine([whole.sel(architecture=["ffnet"], depth=[2]),
+                                    whole.sel(architecture=["resnet"], depth=[8])])
+    fits = nd.analysis.analyse(combined, tolerances={2: 2e-2, 4: 1e-3}, resamples=20)
+    figure = figures.required_width_vs_n(combined, fits)
+    for ax in figure.axes:
+        labels = [text.get_text() for text in ax.get_legend().get_texts()]
+        series = [label for label in labels if label.startswith("architecture=")]
+        assert len(series) == 2, labels
+        assert any(label.startswith("architecture=ffnet, depth=2") for label in series)
+        assert any(label.startswith("architecture=resnet, depth=8") for label in series)
+        crossed = fits.width_at_tolerance.values[np.isfinite(fits.width_at_tolerance.values)]
+        low, high = ax.get_ylim()
+        assert low >= crossed.min() / 10 and high <= crossed.max() * 10  # n^3, n^4 guides clipped

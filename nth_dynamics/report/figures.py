@@ -356,6 +356,8 @@ def _required_width_panels(ds: xr.Dataset, fits: xr.Dataset, dim: str, lines_ove
                 if repeats_ffnet(ds, {**group, **architecture}):
                     continue
                 selection = {**group, **architecture, "order": order}
+                if "truncation_error" in ds and not any_finite(select(ds["truncation_error"], selection)):
+                    continue  # no part of a combination ran this series: nothing to draw or list
                 width = select(fits["width_at_tolerance"], selection)
                 low = select(fits["width_at_tolerance_low"], selection).values
                 high = select(fits["width_at_tolerance_high"], selection).values
@@ -367,7 +369,9 @@ def _required_width_panels(ds: xr.Dataset, fits: xr.Dataset, dim: str, lines_ove
                 color = palette[k] if colored else _color(architecture, 0)
                 exponent = float(select(fits[prefix], selection))
                 label = series_label({**architecture, **group}) or "required width"
-                if np.isfinite(exponent):
+                if not any_finite(width):
+                    label += ": not crossed within the swept widths"
+                elif np.isfinite(exponent):
                     e_low, e_high = (float(select(fits[f"{prefix}_{end}"], selection)) for end in ("low", "high"))
                     label += f": {exponent:.2f}" + (f" [{e_low:.2f}, {e_high:.2f}]" if np.isfinite(e_low) else "")
                 ax.errorbar(x, width.values, yerr=bars, fmt=marker, ms=4, capsize=2, color=color, label=label,
@@ -388,10 +392,13 @@ def _required_width_panels(ds: xr.Dataset, fits: xr.Dataset, dim: str, lines_ove
         finite = select(fits["width_at_tolerance"], {"order": order}).values
         finite = finite[np.isfinite(finite)]
         if dim == "n_train" and finite.size:
+            # slope guides through the middle of the data, clipped to its range: the bounds are sufficient
+            # widths of their own (upper bounds), so only their slopes are comparable with the data
             anchor, centre = np.exp(np.log(finite).mean()), np.exp(np.log(x).mean())
             for power, ls in ((3, ":"), (4, "-.")):
                 bound = "LLY's ResNet bound" if power == 3 else "earlier FFNet bounds"
-                ax.plot(x, anchor * (x / centre) ** power, color="0.5", ls=ls, lw=1, label=f"∝ n^{power} ({bound})")
+                ax.plot(x, anchor * (x / centre) ** power, color="0.5", ls=ls, lw=1, label=f"slope n^{power} ({bound})")
+            ax.set_ylim(finite.min() / 3, finite.max() * 3)
         tolerance = float(select(fits["tolerance"], {"order": order}).max())
         xlabel = "training points n" if dim == "n_train" else "depth L"
         if _log_axes(ax, xlabel, f"width at max_t E_{order} = {tolerance:.0e}", ticks=x):
@@ -399,8 +406,9 @@ def _required_width_panels(ds: xr.Dataset, fits: xr.Dataset, dim: str, lines_ove
         ax.set_title(f"p = {order}", fontsize=9)
     # room on the right for the legends: one per panel, beside it
     width, height = figure.get_size_inches()
-    figure.set_size_inches(width * 1.8, height)
-    figure.subplots_adjust(left=1.0 / (1.8 * width), right=1 - 2.9 / (1.8 * width), wspace=1.4)
+    figure.set_size_inches(width * 1.8, height + 0.3)  # and on top for the three lines of the title
+    figure.subplots_adjust(left=1.0 / (1.8 * width), right=1 - 2.9 / (1.8 * width), wspace=1.4,
+                           top=1 - 1.0 / (height + 0.3))
     figure.suptitle(title, fontsize=9)
     return figure
 
@@ -415,9 +423,9 @@ def required_width_vs_n(ds: xr.Dataset, fits: xr.Dataset):
     intervals and the fitted exponent in n."""
     return _required_width_panels(
         ds, fits, "n_train", [d for d in FACET_DIMS if d in ds.dims and d != "architecture"],
-        "Width needed for a tolerance of max_t E_p against n (interpolated between the swept widths; "
-        "bars: bootstrap interval)\nResNet: circles, solid fit; FFNet: squares, dashed fit; legend: exponent in n "
-        "[interval]",
+        "Width needed for a tolerance of max_t E_p against n\n(interpolated between the swept widths; "
+        "bars: bootstrap interval over seeds)\nResNet: circles, solid fit; FFNet: squares, dashed fit; "
+        "legend: exponent in n [interval]",
     )
 
 
@@ -427,8 +435,8 @@ def required_width_vs_depth(ds: xr.Dataset, fits: xr.Dataset):
     (a power law in L: an approximation, see ``report.required_width``)."""
     return _required_width_panels(
         ds, fits, "depth", [d for d in FACET_DIMS if d in ds.dims and d != "architecture"],
-        "Width needed for a tolerance of max_t E_p against depth (interpolated; bars: bootstrap interval)\n"
-        "ResNet: circles, solid fit; FFNet: squares, dashed fit; legend: exponent in depth [interval]",
+        "Width needed for a tolerance of max_t E_p against depth\n(interpolated; bars: bootstrap interval over "
+        "seeds)\nResNet: circles, solid fit; FFNet: squares, dashed fit; legend: exponent in depth [interval]",
     )
 
 
