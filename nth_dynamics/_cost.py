@@ -8,3 +8,14 @@ FLOPS_PER_SECOND = 2e10
 
 COMPILE_SECONDS = 5.0
 """Assumed compilation time of one stage (dominant for small cells)."""
+
+BYTES_PER_SECOND = 1e10
+"""Sustained memory traffic of the rough time estimate (two CPU cores)."""
+
+SOLVER_PARAMETER_PASSES = 100
+"""Passes over the trained parameters per step of an adaptive Runge–Kutta
+solve of gradient flow, besides its gradients: the stage combinations
+(Tsit5: 7 stages, up to six terms each), the error estimate and its norm.
+For wide networks on few points they, not the gradients, set the time
+(a depth-32, width-1024 FFNet at n = 4: ~0.2 s a step per seed); fitted to the
+reference times of the committed cells (benchmarks/estimates.py)."""

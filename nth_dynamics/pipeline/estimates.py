@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._cost import COMPILE_SECONDS, FLOPS_PER_SECOND
+from .._cost import BYTES_PER_SECOND, COMPILE_SECONDS, FLOPS_PER_SECOND, SOLVER_PARAMETER_PASSES
 from .._schema import ScenarioError
 from ..data import make_data
 from ..engine.function_model import activation_count
@@ -259,8 +259,10 @@ def estimate_seconds(spec: CellSpec, model: ModelFactory | None = None) -> float
     """Rough run time of a cell (``validate``'s "time (rough)"): K2 costs a
     forward and backward pass per point, each further level ~2 JVPs per
     direction of the one below; the solves take :func:`planned_steps` steps
-    (a descent reference t1/lr, one gradient each); plus compilation per
-    stage. Measured against the committed cells: benchmarks/estimates.py."""
+    (a descent reference t1/lr, one gradient each), and an adaptive
+    reference also moves its parameters ``SOLVER_PARAMETER_PASSES`` times a
+    step through memory; plus compilation per stage. Measured against the
+    committed cells: benchmarks/estimates.py."""
     n, n_eval = spec.n_train, spec.n_eval
     n_trained = network_counts(spec, model)[1]
     seeds = len(spec.seeds)
@@ -274,15 +276,18 @@ def estimate_seconds(spec: CellSpec, model: ModelFactory | None = None) -> float
     tower = towers * sum(k2 * (2 * k) ** (r - 2) for r in range(2, max(orders) + 1))
     state = n_eval * (1 + sum(n * k ** (r - 2) for r in range(2, max(orders) + 1)))
     nth = solves * len(orders) * steps * SOLVER_STAGES.get(spec.hierarchy.solver, 7) * 2 * state * k
+    itemsize = 8 if spec.precision == "float64" else 4
     if spec.reference.method in DESCENT_METHODS:
         reference_evaluations = descent_steps(spec.time, spec.reference)[0]  # one gradient a step
+        traffic = 0.0  # an update is a few passes over the parameters, next to its gradient's many
     else:
         reference_evaluations = steps * SOLVER_STAGES.get(spec.reference.solver, 7)
+        traffic = steps * SOLVER_PARAMETER_PASSES * n_trained * itemsize
     reference = reference_evaluations * 6 * n * n_trained + spec.time.n_saves * k2
     flops = seeds * (tower + nth + reference)
     # a reduced cell compiles its tower and solves anew for each basis rank, seed by seed
     compiles = len(orders) + 2 if once else 2 + seeds * solves * (len(orders) + 1)
-    return flops / FLOPS_PER_SECOND + COMPILE_SECONDS * compiles
+    return flops / FLOPS_PER_SECOND + seeds * traffic / BYTES_PER_SECOND + COMPILE_SECONDS * compiles
 
 
 def check_budget(
