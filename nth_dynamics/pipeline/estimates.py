@@ -18,6 +18,7 @@ from .._cost import BYTES_PER_SECOND, COMPILE_SECONDS, FLOPS_PER_SECOND, SOLVER_
 from .._schema import ScenarioError
 from ..data import make_data
 from ..engine.function_model import activation_count
+from ..engine.hierarchy import SOLVERS
 from ..engine.kernels import compile_bytes, tower_bytes
 from ..engine.networks import AbstractNetwork, parameter_counts
 from ..theory import limits
@@ -27,8 +28,6 @@ from .schema import DESCENT_METHODS, descent_steps
 
 SOLVER_STAGES = {"tsit5": 7, "dopri5": 7, "dopri8": 13, "heun": 2, "bosh3": 4, "kvaerno5": 7}
 """Vector-field evaluations kept per step (the memory of a Runge–Kutta step)."""
-SOLVER_ORDERS = {"tsit5": 5, "dopri5": 5, "dopri8": 8, "heun": 2, "bosh3": 3, "kvaerno5": 5}
-"""Order of each solver: an accuracy-bound step count grows like rtol^(−1/order)."""
 IMPLICIT_SOLVERS = {"kvaerno5"}
 
 ASSUMED_STEPS = 100
@@ -232,13 +231,14 @@ def planned_steps(spec: CellSpec, model: ModelFactory | None = None) -> float:
             json.dumps(spec.data_mapping(), sort_keys=True), network.architecture, network.depth,
             json.dumps(options, sort_keys=True),
         )
-    except ValueError:  # a network the limit kernels do not cover (the one-matrix branch's activation readout)
+    except ValueError:  # a network the limit kernels do not cover (the one-matrix branch with an activation readout)
         return float(ASSUMED_STEPS)
     scale = network.output_scale ** 2  # f_α = α·f: its kernel is α²K
     n = spec.n_train
     t1 = spec.time.t1 * (n / lam_min if spec.time.unit == "n_over_lambda_min" else scale)
     stiffness = t1 * lam_max / n
-    accuracy = (spec.reference.rtol / 1e-9) ** (-1 / SOLVER_ORDERS.get(spec.reference.solver, 5))
+    # an accuracy-bound step count grows like rtol^(−1/order), the order as Diffrax's solver states it
+    accuracy = (spec.reference.rtol / 1e-9) ** (-1 / SOLVERS[spec.reference.solver]().order(None))
     narrow = math.exp(NARROW_WIDTH_RATE * n / network.width)
     return STEPS_PER_ROOT_STIFFNESS * math.sqrt(1 + stiffness) * accuracy * narrow
 
