@@ -226,6 +226,8 @@ def planned_steps(spec: CellSpec, model: ModelFactory | None = None) -> float:
         return float(ASSUMED_STEPS)
     network = spec.network
     options = {key: value for key, value in network.options().items() if key != "output_scale"}
+    if network.parameterization == "standard":
+        options["width"] = network.width  # the standard parameterization's kernel grows with it
     try:
         lam_min, lam_max = _ntk_extremes(  # JSON: hashable, for the cache
             json.dumps(spec.data_mapping(), sort_keys=True), network.architecture, network.depth,
