@@ -63,3 +63,12 @@ def test_a_users_model_and_a_descent_reference_are_planned_without_the_limit_ker
     expected = len(spec.seeds) * (6 * n * n_trained * (1000 - 7 * steps) / FLOPS_PER_SECOND
                                   - steps * SOLVER_PARAMETER_PASSES * n_trained * 8 / BYTES_PER_SECOND)
     assert estimate_seconds(descent) - estimate_seconds(spec) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_standard_parameterization_is_planned_from_its_own_kernel():
+    """Its limit kernel needs the width and grows with it: at a fixed t1 the
+    wider network's solve is the stiffer one, planned, not the fallback."""
+    text = CELLS.format(n=16, architecture="ffnet").replace(", unit: n_over_lambda_min", "").replace(
+        "activation: tanh}", "activation: tanh, parameterization: standard}").replace("width: 256", "width: [64, 256]")
+    narrow, wide = (planned_steps(cell.spec) for cell in parse_scenario(text).cells())
+    assert ASSUMED_STEPS not in (narrow, wide) and wide > narrow
